@@ -1,0 +1,1 @@
+"""Async-safe LangGraph agent template."""
