@@ -321,8 +321,10 @@ async def _serve_fault(
 
 async def _drop_connection(scope: Scope, receive: Receive, send: Send) -> None:
     transport = getattr(getattr(scope.get(_RAW_SEND), "__self__", None), "transport", None)
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
+    # uvloop's transports are not asyncio.Transport subclasses, hence duck typing.
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        abort()
         # Wait until uvicorn notices, or it would answer our silence with a 500.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_wait_disconnect(receive), 5.0)
