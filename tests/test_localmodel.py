@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -54,6 +55,15 @@ def impatient_client(local_model: LocalModel) -> openai.AsyncOpenAI:
 
 
 USER = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _server_stays_healthy(local_model: LocalModel) -> Iterator[None]:
+    """Faults and abandoned requests must never surface as server-side exceptions."""
+    yield
+    assert local_model.log_path is not None
+    log = local_model.log_path.read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log
 
 
 # --- pure reply rules -------------------------------------------------------
@@ -200,7 +210,6 @@ async def test_fault_429_is_retried_by_default(
         "requests": 3,
         "faults_served": 2,
         "in_flight": 0,
-        "faults_pending": 0,
     }
 
 

@@ -91,7 +91,11 @@ async def _until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -
         await asyncio.wait((worker, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-        worker.cancel()
+        if not worker.done():
+            worker.cancel()
+            # Let it unwind before the request counts as finished; wait() never
+            # raises the worker's CancelledError, yet still honours our own.
+            await asyncio.wait((worker,))
     if not worker.cancelled():
         worker.result()
 
@@ -370,7 +374,6 @@ def _control_routes(state: ServerState) -> list[Route]:
                 "requests": state.requests,
                 "faults_served": state.faults_served,
                 "in_flight": state.in_flight,
-                "faults_pending": len(state.faults),
             }
         )
 

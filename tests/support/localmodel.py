@@ -40,6 +40,7 @@ class LocalModel:
     host: str = "127.0.0.1"
     model: str = MODEL
     api_key: str = API_KEY
+    log_path: Path | None = None  # the server's combined stdout/stderr
 
     @property
     def url(self) -> str:
@@ -120,21 +121,22 @@ def run_local_model(
     startup_timeout: float = 15.0,
 ) -> Iterator[LocalModel]:
     """Start ``python -m localmodel`` in a subprocess, yield once /health answers, stop it."""
-    lm = LocalModel(port=port or _free_port(host), host=host)
     env = dict(os.environ)
     # Works even before the package is installed into the venv.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SRC), env.get("PYTHONPATH")]))
+    port = port or _free_port(host)
     command = [
         sys.executable,
         "-m",
         "localmodel",
         f"--host={host}",
-        f"--port={lm.port}",
+        f"--port={port}",
         f"--latency={latency}",
         f"--token-rate={token_rate}",
     ]
     with tempfile.TemporaryDirectory(prefix="localmodel-") as tmp:
         log = Path(tmp) / "server.log"
+        lm = LocalModel(port=port, host=host, log_path=log)
         # A file, not a pipe: a full pipe would stall the server.
         with log.open("wb") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
