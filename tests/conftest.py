@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.blocking",
     "tests.support.localmodel",
     "tests.support.postgres",
+    "tests.support.pages",
 ]

@@ -73,6 +73,12 @@ def retry_after_seconds(error: BaseException) -> float | None:
         return max(0.0, parsed.timestamp() - time.time())
 
 
+def loop_deadline(monotonic_deadline: float) -> float:
+    """Convert a time.monotonic() deadline to the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
+
+
 def is_retryable(error: Exception) -> bool:
     return isinstance(error, RETRYABLE)
 
@@ -83,10 +89,17 @@ async def with_retries(call: Callable[[], Awaitable[T]], backoff: Backoff) -> T:
     attempt = 0
     while True:
         attempt += 1
+        budget = asyncio.timeout_at(loop_deadline(deadline))
         try:
-            remaining = deadline - time.monotonic()
-            async with asyncio.timeout(remaining if remaining > 0 else 0):
+            async with budget:
                 return await call()
+        except TimeoutError as error:
+            if not budget.expired():
+                raise
+            raise TimeoutError(
+                f"Model call did not finish within its {backoff.budget_s:g} s budget "
+                f"(attempt {attempt} of {backoff.max_attempts})."
+            ) from error
         except Exception as error:
             if not is_retryable(error) or attempt >= backoff.max_attempts:
                 raise

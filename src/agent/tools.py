@@ -19,6 +19,7 @@ from langgraph.prebuilt import ToolNode, ToolRuntime
 
 from agent.context import Context, context_of
 from agent.ssrf import FetchRefused
+from agent.state import State
 from agent.web import FetchFailed, guarded_get
 
 
@@ -27,7 +28,7 @@ class ToolError(ValueError):
 
 
 @tool
-async def fetch_url(url: str, runtime: ToolRuntime[Context]) -> str:
+async def fetch_url(url: str, runtime: ToolRuntime[Context, State]) -> str:
     """Fetch a public web page or API over http(s) and return its text (may be truncated).
 
     Private, loopback, link-local and cloud-metadata addresses are refused.

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from blockbuster import BlockBuster, BlockingError
 
-__all__ = ["BlockingError", "strict_detector"]
+__all__ = ["BlockingError", "detecting_blocking_calls", "strict_detector"]
 
 
 def strict_detector() -> BlockBuster:
@@ -37,15 +38,22 @@ def strict_detector() -> BlockBuster:
     return detector
 
 
+@contextmanager
+def detecting_blocking_calls() -> Iterator[BlockBuster]:
+    """For sync tests that start their own event loops (``asyncio.run``, threads)."""
+    detector = strict_detector()
+    detector.activate()
+    try:
+        yield detector
+    finally:
+        detector.deactivate()
+
+
 @pytest.fixture(autouse=True)
 def _detect_blocking_calls(request: pytest.FixtureRequest) -> Iterator[None]:
     is_async_test = inspect.iscoroutinefunction(getattr(request.node, "obj", None))
     if not is_async_test or request.node.get_closest_marker("blocking_allowed"):
         yield
         return
-    detector = strict_detector()
-    detector.activate()
-    try:
+    with detecting_blocking_calls():
         yield
-    finally:
-        detector.deactivate()

@@ -1,0 +1,78 @@
+"""A tiny HTTP server on 127.0.0.1 that the fetch tool and URL prompts can hit.
+
+It runs on plain threads (no event loop), so the blocking detector rightly
+ignores it: it stands in for a remote web server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+PROMPT_TEXT = "You are the prompt served over HTTP."
+BIG_SIZE = 1_000_000
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        if parts.path == "/hello":
+            self._send(200, b"hello from the page server", "text/plain; charset=utf-8")
+        elif parts.path == "/prompt":
+            self._send(200, PROMPT_TEXT.encode(), "text/plain; charset=utf-8")
+        elif parts.path == "/big":
+            self._send(200, b"x" * BIG_SIZE, "text/plain")
+        elif parts.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", query["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif parts.path == "/slow":
+            time.sleep(float(query.get("s", ["5"])[0]))
+            self._send(200, b"finally", "text/plain")
+        elif parts.path == "/host":
+            self._send(200, (self.headers.get("Host") or "").encode(), "text/plain")
+        else:
+            self._send(404, b"not found", "text/plain")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@dataclass(frozen=True)
+class PageServer:
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def page_server() -> Iterator[PageServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield PageServer(port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
