@@ -339,7 +339,8 @@ async def _drop_connection(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _health(_: Request) -> Response:
-    return _json({"status": "ok"})
+    # The pid lets a launcher tell its own server from one already on the port.
+    return _json({"status": "ok", "pid": os.getpid()})
 
 
 async def _models(_: Request) -> Response:

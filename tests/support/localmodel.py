@@ -103,13 +103,23 @@ def _wait_healthy(proc: subprocess.Popen[bytes], lm: LocalModel, log: Path, time
             if proc.poll() is not None:
                 output = log.read_text(errors="replace")
                 raise RuntimeError(f"localmodel exited with {proc.returncode}:\n{output}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{lm.url}/health").status_code == 200:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                health = client.get(f"{lm.url}/health")
+                if health.status_code == 200 and health.json().get("pid") == proc.pid:
                     return
             if time.monotonic() > deadline:
                 output = log.read_text(errors="replace")
                 raise TimeoutError(f"localmodel not healthy after {timeout}s:\n{output}")
             time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -124,32 +134,31 @@ def run_local_model(
     env = dict(os.environ)
     # Works even before the package is installed into the venv.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SRC), env.get("PYTHONPATH")]))
-    port = port or _free_port(host)
-    command = [
-        sys.executable,
-        "-m",
-        "localmodel",
-        f"--host={host}",
-        f"--port={port}",
-        f"--latency={latency}",
-        f"--token-rate={token_rate}",
-    ]
     with tempfile.TemporaryDirectory(prefix="localmodel-") as tmp:
         log = Path(tmp) / "server.log"
-        lm = LocalModel(port=port, host=host, log_path=log)
-        # A file, not a pipe: a full pipe would stall the server.
-        with log.open("wb") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # A free port can be taken between probing and binding; retry a fresh one then.
+        attempts = 1 if port else 3
+        for attempt in range(attempts):
+            lm = LocalModel(port=port or _free_port(host), host=host, log_path=log)
+            command = [sys.executable, "-m", "localmodel", f"--host={host}", f"--port={lm.port}"]
+            command += [f"--latency={latency}", f"--token-rate={token_rate}"]
+            # A file, not a pipe: a full pipe would stall the server.
+            with log.open("wb") as out:
+                proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+            try:
+                _wait_healthy(proc, lm, log, startup_timeout)
+                break
+            except RuntimeError as exc:
+                _stop(proc)
+                if attempt == attempts - 1 or "address already in use" not in str(exc).lower():
+                    raise
+            except BaseException:
+                _stop(proc)
+                raise
         try:
-            _wait_healthy(proc, lm, log, startup_timeout)
             yield lm
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
 
 
 @pytest.fixture(scope="session")
