@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -13,6 +14,8 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import SecretStr
 
 from localmodel.replies import build_reply, parse_directives, split_tokens
 from tests.support.localmodel import LocalModel
@@ -34,7 +37,9 @@ def fetch_url(url: str) -> str:
 # metadata and certificates from disk, which the blocking detector rejects.
 @pytest.fixture(scope="module")
 def llm(local_model: LocalModel) -> ChatOpenAI:
-    return ChatOpenAI(base_url=local_model.base_url, api_key="local", model="local-model")
+    return ChatOpenAI(
+        base_url=local_model.base_url, api_key=SecretStr("local"), model="local-model"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,7 @@ def impatient_client(local_model: LocalModel) -> openai.AsyncOpenAI:
     )
 
 
-USER = [{"role": "user", "content": "hello"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,7 +106,7 @@ def test_reply_rules() -> None:
 def test_tool_result_and_keep_calling() -> None:
     tools = [{"type": "function", "function": {"name": "calculator"}}]
     call = {"id": "call_x", "type": "function", "function": {"name": "calculator"}}
-    turn = [
+    turn: list[dict[str, Any]] = [
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_x", "content": "  5\n\n  apples " + "x" * 300},
     ]
@@ -160,12 +165,13 @@ async def test_tool_calls(llm: ChatOpenAI, streaming: bool) -> None:
 async def test_streamed_tool_call_arrives_in_pieces(llm: ChatOpenAI) -> None:
     with_tools = llm.bind_tools([calculator, fetch_url])
     chunks = [c async for c in with_tools.astream("please read https://example.com/x, thanks")]
-    arg_pieces = [tc for c in chunks for tc in c.tool_call_chunks if tc["args"]]
+    assert all(isinstance(c, AIMessageChunk) for c in chunks)
+    message_chunks = [c for c in chunks if isinstance(c, AIMessageChunk)]
+    arg_pieces = [tc for c in message_chunks for tc in c.tool_call_chunks if tc["args"]]
     assert len(arg_pieces) >= 2
-    total = chunks[0]
-    for c in chunks[1:]:
-        total = total + c
-    assert isinstance(total, AIMessageChunk)
+    total = message_chunks[0]
+    for c in message_chunks[1:]:
+        total += c
     assert total.tool_calls[0]["args"] == {"url": "https://example.com/x"}
 
 

@@ -1,6 +1,19 @@
 """Deterministic reply logic: pure functions from a chat request to a reply.
 
 Other test suites assert on these exact strings, so changes here are API changes.
+
+``user_text`` is the last user message with ``[[key=value]]`` directives removed;
+``tools`` are the offered tool names (none when ``tool_choice == "none"``).
+
+1. Last message is a tool result: reply ``Tool result: <content, whitespace
+   collapsed, first 200 chars>`` -- unless ``user_text`` says "keep calling" and
+   rule 2 still matches, in which case that tool is called again.
+2. Otherwise, first match wins: ``call NAME({json})`` / ``call NAME()`` for an
+   offered NAME; an http(s) URL when ``fetch_url`` is offered; ``calculate
+   <expr>`` when ``calculator`` is offered.
+3. Otherwise ``You said: "<user_text>".``, then `` Earlier you said: "<previous
+   user message>".`` if there is one, then `` (system prompt: "<first 60
+   chars>")`` if there is a system message.
 """
 
 from __future__ import annotations
@@ -137,7 +150,7 @@ def _user_texts(messages: Sequence[Mapping[str, Any]]) -> list[str]:
 def build_reply(
     messages: Sequence[Mapping[str, Any]], tools: Any = None, tool_choice: Any = None
 ) -> Reply:
-    """The whole reply contract; see the package README for the rules."""
+    """The whole reply contract; the rules are in the module docstring."""
     user_texts = _user_texts(messages)
     raw_user_text = user_texts[-1] if user_texts else ""
     directives = parse_directives(raw_user_text)

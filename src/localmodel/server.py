@@ -335,7 +335,7 @@ async def _drop_connection(scope: Scope, receive: Receive, send: Send) -> None:
         return
     # Not uvicorn: headers then an aborted body is the closest we can get.
     await send({"type": "http.response.start", "status": 200, "headers": []})
-    raise ConnectionAbortedError("localmodel: injected drop")
+    raise RuntimeError("localmodel: injected drop")  # servers abort the response on errors
 
 
 async def _health(_: Request) -> Response:
