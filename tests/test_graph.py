@@ -83,7 +83,9 @@ async def test_tool_loop_is_bounded_and_ends_with_an_answer(local_model: LocalMo
     assert last.content.startswith("You said:")
 
 
-async def test_fetch_tool_refuses_loopback(local_model: LocalModel, page_server: PageServer) -> None:
+async def test_fetch_tool_refuses_loopback(
+    local_model: LocalModel, page_server: PageServer
+) -> None:
     result = await graph.ainvoke(
         user(f"please read {page_server.url}/hello"), context=local_context(local_model)
     )
@@ -207,7 +209,6 @@ def test_runs_on_separate_event_loops(local_model: LocalModel) -> None:
         worker.start()
         worker.join()
     assert errors == []
-
 
 
 def test_control_stock_client_breaks_across_loops(local_model: LocalModel) -> None:

@@ -45,9 +45,7 @@ async def test_500_and_dropped_connection_are_retried(model: LocalModel) -> None
 async def test_attempts_are_bounded(model: LocalModel) -> None:
     await model.ainject_faults([{"kind": "500"}] * 5)
     with pytest.raises(openai.InternalServerError):
-        await respond(
-            local_context(model, model_max_attempts=2), HELLO, [], allow_tool_calls=False
-        )
+        await respond(local_context(model, model_max_attempts=2), HELLO, [], allow_tool_calls=False)
     assert (await model.astats())["requests"] == 2
 
 
