@@ -260,3 +260,20 @@ async def test_concurrent_runs_share_one_pool(fresh_database_url: str) -> None:
         assert saver.conn.get_stats()["pool_size"] <= 4
     threads = await _count(fresh_database_url, "SELECT count(DISTINCT thread_id) FROM checkpoints")
     assert threads == 20
+
+
+async def test_concurrent_setup_on_a_fresh_database(fresh_database_url: str) -> None:
+    # Replicas starting together: unguarded setup() races on CREATE TABLE and
+    # fails with UniqueViolation. max_size=1 proves the guard needs no second
+    # pooled connection, and the timeout catches a CREATE INDEX CONCURRENTLY
+    # stuck behind a lock waiter.
+    settings = PostgresSettings(url=fresh_database_url, max_size=1)
+
+    async def start() -> None:
+        async with postgres_checkpointer(settings):
+            pass
+
+    async with asyncio.timeout(30):
+        results = await asyncio.gather(*(start() for _ in range(6)), return_exceptions=True)
+    assert [r for r in results if r is not None] == []
+    assert await _tables(fresh_database_url) >= SAVER_TABLES

@@ -56,6 +56,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 __all__ = [
+    "SETUP_LOCK_KEY",
     "DatabaseUnavailable",
     "Pool",
     "PostgresSettings",
@@ -382,20 +383,65 @@ async def open_pool(settings: PostgresSettings) -> AsyncIterator[Pool]:
         logger.info("closed PostgreSQL pool to %s", target)
 
 
+# Arbitrary but fixed: every process migrating this schema must use the same key.
+SETUP_LOCK_KEY = 0x6167656E745347  # b"agentSG" as a bigint
+SETUP_LOCK_POLL = 0.2
+SETUP_LOCK_WAIT = 60.0
+
+
 async def open_saver(pool: Pool, *, setup: bool) -> AsyncPostgresSaver:
     """Build an ``AsyncPostgresSaver`` on ``pool``; run migrations if ``setup``.
 
     Call it on the event loop that will use the saver: the saver captures the
     running loop (and creates its lock) when it is constructed.
+
+    ``setup()`` itself takes no lock, and replicas starting together on a fresh
+    database fail with ``UniqueViolation``. So it runs while this process holds
+    a session advisory lock on a separate autocommit connection; the others
+    poll for the lock and then find the migrations applied. Polling
+    (``pg_try_advisory_lock``) rather than blocking, and no open transaction,
+    because ``CREATE INDEX CONCURRENTLY`` in ``setup()`` waits for every
+    session holding a snapshot, including a blocked lock waiter.
+
+    Behind a transaction-mode pooler a session lock can outlive its client, so
+    waiting is capped at ``SETUP_LOCK_WAIT`` seconds, after which setup runs
+    anyway. Better there: ``CHECKPOINTER_SETUP=false`` and migrate over a
+    direct connection.
     """
     saver = AsyncPostgresSaver(pool)
-    if setup:
-        started = time.perf_counter()
-        await saver.setup()
-        logger.info("checkpointer setup() done in %.2fs", time.perf_counter() - started)
-    else:
+    if not setup:
         logger.info("checkpointer setup() skipped (CHECKPOINTER_SETUP=false)")
+        return saver
+    conninfo, kwargs = pool.conninfo, pool.kwargs
+    if not isinstance(conninfo, str) or not isinstance(kwargs, dict):
+        raise TypeError("open_saver(setup=True) needs a pool with static conninfo and kwargs")
+    started = time.perf_counter()
+    async with await AsyncConnection.connect(conninfo, **{**kwargs, "autocommit": True}) as lock:
+        locked = await _try_lock(lock)
+        if not locked:
+            logger.info("checkpointer setup(): waiting for another process to finish it")
+            deadline = time.monotonic() + SETUP_LOCK_WAIT
+            while not locked and time.monotonic() < deadline:
+                await asyncio.sleep(SETUP_LOCK_POLL)
+                locked = await _try_lock(lock)
+            if not locked:
+                logger.warning(
+                    "checkpointer setup(): lock still held after %.0fs; running setup anyway",
+                    SETUP_LOCK_WAIT,
+                )
+        await saver.setup()
+        if locked:
+            await lock.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+    logger.info("checkpointer setup() done in %.2fs", time.perf_counter() - started)
     return saver
+
+
+async def _try_lock(conn: AsyncConnection[Any]) -> bool:
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (SETUP_LOCK_KEY,))
+    row = await cur.fetchone()
+    if row is None:
+        return False
+    return bool(row["locked"] if isinstance(row, dict) else row[0])
 
 
 # Pools serving postgres_checkpointer(), with the loop each belongs to, so
