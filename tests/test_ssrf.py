@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import pytest
 
 from agent.ssrf import FetchRefused, check_url, is_public
-from agent.web import guarded_get
-from tests.support.pages import PageServer
+from agent.web import FetchFailed, guarded_get
+from tests.support.pages import PageServer, TlsPageServer
 
 
 @pytest.mark.parametrize(
@@ -93,3 +94,25 @@ async def test_pinned_connection_keeps_the_host_header(page_server: PageServer) 
     url = f"http://localhost:{page_server.port}/host"
     result = await guarded_get(url, allowlist=["localhost"], max_bytes=1000, timeout_s=5)
     assert result.text == f"localhost:{page_server.port}"
+
+
+def test_pinned_https_still_verifies_the_host_name(
+    tls_page_server: TlsPageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """We connect to the checked IP, but TLS must still verify the URL's host name.
+
+    The certificate names only ``localhost``. Pinning sends SNI and checks the
+    certificate against ``localhost`` (the request host), not ``127.0.0.1``.
+    A fresh event loop builds a fresh client that trusts the test CA.
+    """
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_page_server.ca_file))
+    port = tls_page_server.port
+
+    async def fetch(url: str) -> str:
+        result = await guarded_get(url, allowlist=["127.0.0.1"], max_bytes=1000, timeout_s=5)
+        return result.text
+
+    assert asyncio.run(fetch(f"https://localhost:{port}/hello")) == "hello from the page server"
+    # The same server reached by IP fails verification: the certificate has no IP.
+    with pytest.raises(FetchFailed, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+        asyncio.run(fetch(f"https://127.0.0.1:{port}/hello"))

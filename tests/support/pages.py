@@ -7,14 +7,18 @@ ignores it: it stands in for a remote web server.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.support.tls import localhost_cert
 
 PROMPT_TEXT = "You are the prompt served over HTTP."
 BIG_SIZE = 1_000_000
@@ -64,9 +68,31 @@ class PageServer:
         return f"http://127.0.0.1:{self.port}"
 
 
+@dataclass(frozen=True)
+class TlsPageServer:
+    port: int
+    ca_file: Path
+
+
 @pytest.fixture(scope="session")
 def page_server() -> Iterator[PageServer]:
+    yield from _serve()
+
+
+@pytest.fixture(scope="session")
+def tls_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsPageServer]:
+    """HTTPS on 127.0.0.1 with a certificate valid for the name ``localhost`` only."""
+    files = localhost_cert(tmp_path_factory.mktemp("tls"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.cert, files.key)
+    for server in _serve(context):
+        yield TlsPageServer(port=server.port, ca_file=files.cert)
+
+
+def _serve(tls: ssl.SSLContext | None = None) -> Iterator[PageServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
