@@ -107,6 +107,38 @@ def _run(argv: list[str], what: str, log: Path | None = None) -> None:
         )
 
 
+_PREFIX = "pgtest-"
+_OWNER = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A killed process whose parent has not reaped it yet is a zombie: dead.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    return True
+
+
+def _reap_orphans() -> None:
+    """Stop clusters left running by test processes that were killed outright."""
+    for root in Path("/tmp").glob(f"{_PREFIX}*"):
+        try:
+            owner = int((root / _OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        with contextlib.suppress(Exception):
+            _run([str(PG_BIN / "pg_ctl"), "stop", "-D", str(root / "data"), "-m", "immediate"], "")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def with_database(url: str, dbname: str) -> str:
     """Return ``url`` pointing at database ``dbname`` (URL-form conninfo only)."""
     parts = urlsplit(url)
@@ -124,10 +156,12 @@ def throwaway_postgres(*, start_timeout: float = 60.0) -> Iterator[str]:
         if not (PG_BIN / binary).exists():
             raise RuntimeError(f"{PG_BIN / binary} not found; install postgresql-15 or set PG_BIN")
     _ensure_server_user()
+    _reap_orphans()
     # Keep the path short: the unix socket path must fit in 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="pgtest-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=_PREFIX, dir="/tmp"))
     data, sockets, log = root / "data", root / "sock", root / "server.log"
     sockets.mkdir()
+    (root / _OWNER).write_text(str(os.getpid()))
     _chown_tree(root)
     started = False
     try:
