@@ -22,6 +22,7 @@ and the gated saver (:mod:`agent.saver_gate`) refuses their later writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -211,6 +212,7 @@ class RunRegistry:
         self._draining = False
         self._sink_open = True
         self._drain_task: asyncio.Task[None] | None = None
+        self._late_writes: set[asyncio.Task[None]] = set()
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -248,6 +250,7 @@ class RunRegistry:
         self._runs[run.run_id] = run
         self._latest_on_thread[record.thread_id] = run
         run.task = asyncio.create_task(self._execute(run, work, previous), name=f"run {run.run_id}")
+        run.task.add_done_callback(functools.partial(self._on_done, run))
         return run
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> bool:
@@ -282,12 +285,20 @@ class RunRegistry:
             await self._set(run, "error", f"{type(exc).__name__}: {exc}")
         else:
             await self._set(run, "success")
-        finally:
-            # Even a second cancellation must release waiters and the slot.
-            self._runs.pop(run.run_id, None)
-            if self._latest_on_thread.get(run.record.thread_id) is run:
-                del self._latest_on_thread[run.record.thread_id]
-            run._close()
+
+    def _on_done(self, run: Run, _task: asyncio.Task[None]) -> None:
+        # A done-callback, not a ``finally``: a task cancelled before its first
+        # step never runs its body, yet must still release waiters and its slot.
+        self._runs.pop(run.run_id, None)
+        if self._latest_on_thread.get(run.record.thread_id) is run:
+            del self._latest_on_thread[run.record.thread_id]
+        if run.record.status not in TERMINAL:
+            run.record.status = "interrupted"
+            run.record.error = run.cancel_reason or "cancelled"
+            write = asyncio.create_task(self._persist(run))
+            self._late_writes.add(write)
+            write.add_done_callback(self._late_writes.discard)
+        run._close()
 
     async def _set(self, run: Run, status: RunStatus, error: str | None = None) -> None:
         run.record.status = status
@@ -390,6 +401,8 @@ class RunRegistry:
                 log.error(  # noqa: TRY400 - one line, no traceback
                     "shutdown: could not record %d interrupted run(s) in time", len(unfinished)
                 )
+        if self._late_writes:
+            await asyncio.wait(self._late_writes, timeout=self.policy.reserve / 2)
         self._sink_open = False
         log.info("shutdown: drain finished")
 
