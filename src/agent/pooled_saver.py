@@ -121,8 +121,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         values: dict[str, Any],
         versions: ChannelVersions,
     ) -> list[tuple[str, str, str, str, str, bytes | None]]:
-        # Rows are (thread_id, checkpoint_ns, channel, version, type, blob).
-        # Inserting them in one global order makes concurrent writers of the
-        # same keys wait for each other instead of deadlocking.
+        # Rows are (thread_id, checkpoint_ns, channel, version, type, blob),
+        # one per channel. Inserting them in channel order makes concurrent
+        # writers of the same keys wait for each other instead of deadlocking.
         rows = super()._dump_blobs(thread_id, checkpoint_ns, values, versions)
-        return sorted(rows, key=lambda row: (row[2], row[3]))
+        return sorted(rows, key=lambda row: row[2])
