@@ -26,6 +26,9 @@ from agent.checkpointer import (
     redact_url,
     serving_pool,
 )
+from agent.graph import build_graph
+from tests.agent_context import local_context
+from tests.support.localmodel import LocalModel
 
 SAVER_TABLES = {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"}
 
@@ -277,3 +280,26 @@ async def test_concurrent_setup_on_a_fresh_database(fresh_database_url: str) -> 
         results = await asyncio.gather(*(start() for _ in range(6)), return_exceptions=True)
     assert [r for r in results if r is not None] == []
     assert await _tables(fresh_database_url) >= SAVER_TABLES
+
+
+async def test_agent_graph_conversation_survives_a_new_pool(
+    fresh_database_url: str, local_model: LocalModel
+) -> None:
+    settings = PostgresSettings(url=fresh_database_url)
+    config = {"configurable": {"thread_id": "conversation"}}
+    context = local_context(local_model)
+    async with postgres_checkpointer(settings) as saver:
+        agent = build_graph(saver)
+        for text in ("my name is Ada", "calculate 6*7"):
+            await agent.ainvoke(
+                {"messages": [{"role": "user", "content": text}]}, config, context=context
+            )
+    async with open_pool(settings) as pool:
+        agent = build_graph(await open_saver(pool, setup=False))
+        state = await agent.aget_state(config)
+    messages = state.values["messages"]
+    kinds = [m.type for m in messages]
+    assert kinds[0] == "human" and "Ada" in messages[0].content
+    assert "tool" in kinds, kinds  # the calculator round trip was checkpointed too
+    assert kinds[-1] == "ai" and "42" in messages[-1].content, messages[-1]
+    assert not state.next

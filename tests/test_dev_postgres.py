@@ -22,12 +22,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from langgraph.store.memory import InMemoryStore
 from langgraph_sdk import get_client
+from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
 from psycopg import AsyncConnection
 
 from agent import inflight
 from agent.checkpointer import PostgresSettings, open_pool, open_saver, postgres_checkpointer
-from agent.graph import build_graph
+from agent.graph import build_graph, graph
+from agent.graph_factory import make_graph
 from agent.webapp import app as webapp
 from tests.support.localmodel import LocalModel
 
@@ -330,3 +333,23 @@ async def test_lifespan_waits_for_tracked_runs() -> None:
     await task
     assert inflight.active() == []
     assert await inflight.wait_idle(0)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=webapp), base_url="http://app"
+    ) as http:
+        draining = await http.get("/ready")
+    assert draining.status_code == 503
+    assert draining.json()["status"] == "draining"
+
+
+async def test_graph_factory_tracks_runs_but_not_schema_reads() -> None:
+    store = InMemoryStore()
+    config = {"configurable": {"run_id": "run-42"}}
+    read = _ReadRuntime(access_context="assistants.read", store=store)
+    async with make_graph(config, read) as served:
+        assert served is graph
+        assert inflight.active() == []
+    execution = _ExecutionRuntime(access_context="threads.create_run", store=store)
+    async with make_graph(config, execution) as served:
+        assert served is graph
+        assert inflight.active() == ["run-42"]
+    assert inflight.active() == []
