@@ -116,6 +116,7 @@ def test_from_env_defaults_are_pooler_safe() -> None:
         ({}, "DATABASE_URL is not set"),
         ({"PG_POOL_MAX_SIZE": "ten"}, "PG_POOL_MAX_SIZE"),
         ({"PG_POOL_MIN_SIZE": "5", "PG_POOL_MAX_SIZE": "2"}, "PG_POOL_MIN_SIZE"),
+        ({"PG_POOL_MIN_SIZE": "0"}, "PG_POOL_MIN_SIZE"),
         ({"PG_PREPARE_THRESHOLD": "sometimes"}, "PG_PREPARE_THRESHOLD"),
         ({"CHECKPOINTER_SETUP": "maybe"}, "CHECKPOINTER_SETUP"),
         ({"PG_POOL_OPEN_TIMEOUT": "0"}, "PG_POOL_OPEN_TIMEOUT"),

@@ -94,7 +94,8 @@ class PostgresSettings:
     """``DATABASE_URL``: libpq URL or ``key=value`` conninfo. Required."""
 
     min_size: int = 1
-    """``PG_POOL_MIN_SIZE``: connections opened at startup and kept open."""
+    """``PG_POOL_MIN_SIZE``: connections opened at startup and kept open (>= 1,
+    so that startup proves the database is reachable)."""
 
     max_size: int = 10
     """``PG_POOL_MAX_SIZE``. ``AsyncPostgresSaver`` serializes its own queries
@@ -147,9 +148,11 @@ class PostgresSettings:
     def __post_init__(self) -> None:
         if not self.url:
             raise ValueError("DATABASE_URL is empty")
-        if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
+        # min_size >= 1: opening waits for min_size connections, and that wait
+        # is what makes an unreachable database fail at startup.
+        if not 1 <= self.min_size <= self.max_size:
             raise ValueError(
-                f"need 0 <= PG_POOL_MIN_SIZE <= PG_POOL_MAX_SIZE and PG_POOL_MAX_SIZE >= 1, "
+                f"need 1 <= PG_POOL_MIN_SIZE <= PG_POOL_MAX_SIZE, "
                 f"got min={self.min_size} max={self.max_size}"
             )
         if self.open_timeout <= 0:
