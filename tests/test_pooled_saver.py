@@ -393,11 +393,18 @@ async def test_fifty_concurrent_graph_runs(fresh_database_url: str) -> None:
         jobs = await _run_graphs(PooledPostgresSaver(pool), 50)
         assert checkouts.peak > 1, "graph runs never overlapped in the database"
         # The stock saver sees every thread exactly as ours wrote it.
-        stock_graph = _counter_graph().compile(checkpointer=AsyncPostgresSaver(pool))
+        stock = AsyncPostgresSaver(pool)
+        ours = PooledPostgresSaver(pool)
+        stock_graph = _counter_graph().compile(checkpointer=stock)
         for config, target in jobs:
             state = await stock_graph.aget_state(config)
             assert state.values["count"] == target
             assert len([s async for s in stock_graph.aget_state_history(config)]) == target + 2
+            # The other inherited read path, through our cursor.
+            channels = ["count", "log"]
+            assert await ours.aget_delta_channel_history(
+                config=config, channels=channels
+            ) == await stock.aget_delta_channel_history(config=config, channels=channels)
 
 
 async def test_graph_runs_through_the_gate(fresh_database_url: str) -> None:
@@ -499,6 +506,38 @@ async def test_alist_does_not_pin_a_connection(fresh_database_url: str) -> None:
                 assert again is not None
                 seen.append(again.checkpoint["id"])
         assert seen == expected.ids[::-1]
+
+
+async def test_blob_rows_are_written_in_channel_order(database_url: str) -> None:
+    """Deterministic check of the deadlock guard the 50-writer test exercises."""
+    async with _pool(database_url, 1) as pool:
+        saver = PooledPostgresSaver(pool)
+        channels = [f"ch{i}" for i in range(20)]
+        random.Random(3).shuffle(channels)
+        values = {ch: [ch] for ch in channels}
+        rows = await asyncio.to_thread(
+            saver._dump_blobs, "t", "", values, {ch: "1" for ch in channels}
+        )
+        assert [row[2] for row in rows] == sorted(channels)
+        assert all(row[5] is not None for row in rows)
+        decoded = {row[2]: saver.serde.loads_typed((row[4], row[5] or b"")) for row in rows}
+        assert decoded == values
+
+
+async def test_sync_bridge_from_a_worker_thread(fresh_database_url: str) -> None:
+    """The inherited sync methods (used off-loop by langgraph) still go through the pool."""
+    async with _migrated_pool(fresh_database_url, 2) as pool:
+        saver = PooledPostgresSaver(pool)
+        checkouts = Checkouts.install(pool)
+        expected, puts = _plan(f"sync-{uuid.uuid4()}", 2)
+        for step, (config, checkpoint) in enumerate(puts):
+            await _put(saver, config, checkpoint, step)
+        expected.writes = {cid: set() for cid in expected.ids}
+        tup = await asyncio.to_thread(saver.get_tuple, _config(expected.thread_id))
+        _check_tuple(tup, expected, 1)
+        listed = await asyncio.to_thread(lambda: list(saver.list(_config(expected.thread_id))))
+        assert [t.checkpoint["id"] for t in listed] == expected.ids[::-1]
+        assert checkouts.total >= 2
 
 
 # --- (4) refuses a single connection ------------------------------------------------
