@@ -64,7 +64,12 @@ async def scaling(args: argparse.Namespace) -> dict[str, Any]:
     await warm_up(client, args.page_url)
     text = user_text(args.page_url, args.latency)
     cells: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    one_run_s = 0.0
     for n in args.ns:
+        if one_run_s and n * one_run_s > args.max_wall:
+            skipped.append({"n": n, "projected_wall_s": round(n * one_run_s, 1)})
+            continue
         threads = await new_threads(client, n)
         if args.lag:
             await lag(args.url, reset=True)
@@ -72,8 +77,10 @@ async def scaling(args: argparse.Namespace) -> dict[str, Any]:
         if args.lag:
             batch.extra["lag"] = await lag(args.url)
         cells.append(batch.as_dict())
+        if n == 1:
+            one_run_s = batch.wall_s
     scaling_ratios(cells)
-    return {"latency_s": args.latency, "cells": cells}
+    return {"latency_s": args.latency, "cells": cells, "skipped": skipped}
 
 
 async def ok_latency(args: argparse.Namespace) -> dict[str, Any]:
@@ -199,6 +206,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     s.add_argument("--ns", type=_ints, default=[1, 10])
     s.add_argument("--latency", type=float, default=1.0)
     s.add_argument("--lag", action="store_true", help="read GET /bench/lag around each batch")
+    s.add_argument("--max-wall", type=float, default=1e9, help="skip N projected beyond this")
     o = sub.add_parser("ok")
     o.add_argument("--inflight", type=int, default=20)
     o.add_argument("--latency", type=float, default=1.0)

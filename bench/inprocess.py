@@ -109,9 +109,10 @@ async def checkpoint(args: argparse.Namespace) -> dict[str, Any]:
                 except Exception as error:  # noqa: BLE001 - counted, reported
                     errors.append(repr(error)[:300])
 
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         wall = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_before
     done = args.runs - len(errors)
     return {
         "saver": args.saver,
@@ -119,8 +120,47 @@ async def checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         "runs": args.runs,
         "wall_s": round(wall, 3),
         "runs_per_s": round(done / wall, 2),
+        "worker_cpu_ms_per_run": round(cpu_s / args.runs * 1000, 2),
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
+    }
+
+
+async def saverops(args: argparse.Namespace) -> dict[str, Any]:
+    """The saver alone: ``aput`` + ``aput_writes`` pairs from ``concurrency`` tasks."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    async with _saver(args.saver, args.db, args.pool_size) as saver:
+        prefix = uuid.uuid4().hex
+        remaining = args.runs
+
+        async def one(thread_id: str, step: int) -> None:
+            config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+            checkpoint = empty_checkpoint()
+            checkpoint["channel_values"] = {"messages": "x" * 200}
+            checkpoint["channel_versions"] = {"messages": step + 1}
+            metadata: Any = {"source": "loop", "step": step}
+            saved = await saver.aput(config, checkpoint, metadata, {"messages": step + 1})
+            await saver.aput_writes(saved, [("messages", "y" * 100)], task_id=uuid.uuid4().hex)
+
+        async def worker(w: int) -> None:
+            nonlocal remaining
+            step = 0
+            while remaining > 0:
+                remaining -= 1
+                await one(f"{prefix}-{w}", step)
+                step += 1
+
+        await one(f"{prefix}-warmup", 0)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(args.concurrency)))
+        wall = time.perf_counter() - started
+    return {
+        "saver": args.saver,
+        "concurrency": args.concurrency,
+        "checkpoints": args.runs,
+        "wall_s": round(wall, 3),
+        "checkpoints_per_s": round(args.runs / wall, 1),
     }
 
 
@@ -170,6 +210,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     c.add_argument("--concurrency", type=int, default=1)
     c.add_argument("--runs", type=int, default=100)
     c.add_argument("--pool-size", type=int, default=20)
+    o = sub.add_parser("saverops")
+    o.add_argument("--saver", choices=["memory", "stock", "pooled"], required=True)
+    o.add_argument("--db", default="")
+    o.add_argument("--concurrency", type=int, default=1)
+    o.add_argument("--runs", type=int, default=500, help="checkpoints to write")
+    o.add_argument("--pool-size", type=int, default=20)
+    o.add_argument("--page-url", default="")
     u = sub.add_parser("cpu")
     u.add_argument("--runs", type=int, default=200)
     u.add_argument("--concurrency", type=int, default=10)
@@ -180,7 +227,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    command = {"scaling": scaling, "checkpoint": checkpoint, "cpu": cpu}[args.command]
+    commands = {"scaling": scaling, "checkpoint": checkpoint, "saverops": saverops, "cpu": cpu}
+    command = commands[args.command]
     result = uvloop.run(command(args))
     print(json.dumps(result), flush=True)
 

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import socket
 
+import uvloop
+
 CHUNK = 65536
 
 
@@ -87,4 +89,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     host, _, target_port = args.target.rpartition(":")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main((host, int(target_port)), args.delay_ms, args.port))
+        uvloop.run(main((host, int(target_port)), args.delay_ms, args.port))
