@@ -9,7 +9,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 ENV_VAR = re.compile(
-    r"\"((?:AGENT|OPENAI|PG|SHUTDOWN|LOCALMODEL|LOCAL_MODEL|CHECKPOINTER|LANGSMITH)_[A-Z0-9_]+"
+    r"\"((?:AGENT|OPENAI|PG|SHUTDOWN|LOCALMODEL|LOCAL_MODEL|CHECKPOINTER|LANGSMITH|READY)_[A-Z0-9_]+"
     r"|DATABASE_URL)\""
 )
 

@@ -43,6 +43,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def private_workdir(config_dir: Path, parent: Path) -> Path:
+    """A directory that mirrors ``config_dir`` through symlinks, for one server only.
+
+    ``langgraph dev`` keeps its in-memory queue in ``./.langgraph_api/`` and
+    reloads it at start, even with file persistence off, so servers started in
+    the same directory would resurrect each other's runs.
+    """
+    workdir = parent / "project"
+    workdir.mkdir()
+    for entry in config_dir.iterdir():
+        if entry.name != ".langgraph_api":
+            (workdir / entry.name).symlink_to(entry)
+    return workdir
+
+
 def _wait_ready(server: DevServer, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=2, trust_env=False) as client:
@@ -79,11 +94,12 @@ def run_langgraph_dev(
         f"--n-jobs-per-worker={jobs_per_worker}",
     ]
     with tempfile.TemporaryDirectory(prefix="langgraph-dev-") as tmp:
+        workdir = private_workdir(config_path.parent, Path(tmp))
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command,
-                cwd=config_path.parent,  # graph paths resolve from here
+                cwd=workdir,  # graph paths resolve from here
                 env=full_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
