@@ -554,3 +554,9 @@ async def test_refuses_a_single_connection(database_url: str) -> None:
 async def test_refuses_a_connection_string(database_url: str) -> None:
     with pytest.raises(TypeError, match="got str"):
         PooledPostgresSaver(database_url)  # type: ignore[arg-type]
+
+
+async def test_refuses_from_conn_string(database_url: str) -> None:
+    with pytest.raises(TypeError, match="AsyncConnectionPool"):
+        async with PooledPostgresSaver.from_conn_string(database_url):
+            pass

@@ -47,9 +47,11 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     Build it on the running event loop (the base class captures it), on a pool
     whose connections use ``autocommit=True`` (``setup()`` runs ``CREATE INDEX
     CONCURRENTLY``) and ``row_factory=dict_row``. Size the pool for the number
-    of checkpoint operations you want in flight at once; beyond that,
-    operations wait for a connection (up to the pool's ``timeout``) instead of
-    for a lock.
+    of checkpoint operations you want in flight at once, plus headroom for
+    anything else sharing the pool. Beyond that, operations queue for a
+    connection instead of for a lock, with one difference: the lock waited
+    forever, the pool waits its ``timeout`` (30 s by default) and then raises
+    ``PoolTimeout``.
     """
 
     pool: AsyncConnectionPool[AsyncConnection[DictRow]]
@@ -67,6 +69,22 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             )
         super().__init__(conn, serde=serde)
         self.pool = conn
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        pipeline: bool = False,
+        serde: SerializerProtocol | None = None,
+    ) -> AsyncIterator[AsyncPostgresSaver]:
+        """Refused: the inherited version opens a single connection."""
+        raise TypeError(
+            "PooledPostgresSaver.from_conn_string would use a single connection; open an "
+            "AsyncConnectionPool and pass it to PooledPostgresSaver(pool) instead"
+        )
+        yield  # pragma: no cover - makes this an async generator like the base
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
