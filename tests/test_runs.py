@@ -9,6 +9,7 @@ closed; every test asserts it recorded nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import operator
 import uuid
@@ -74,8 +75,11 @@ async def slow(state: S) -> dict[str, Any]:
     except asyncio.CancelledError:
         if not state.get("stubborn_for"):
             raise
-        # Deliberately swallows cancellation: a badly behaved node.
-        await asyncio.sleep(state["stubborn_for"])
+        # Deliberately swallows every cancellation for a while: a badly behaved node.
+        until = asyncio.get_running_loop().time() + state["stubborn_for"]
+        while (left := until - asyncio.get_running_loop().time()) > 0:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(left)
         return {"steps": ["stubborn"]}
     if state.get("fail"):
         raise ValueError("node failed on purpose")

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 MultitaskStrategy = Literal["reject", "interrupt", "enqueue"]
 TERMINAL: frozenset[str] = frozenset({"success", "error", "timeout", "interrupted"})
+_RECANCEL_S = 0.25
+_RECANCEL_MAX = 8
 
 
 class Draining(RuntimeError):
@@ -142,6 +144,8 @@ class Run:
         # cancellation (see _unwind_tasks); the drain waits for these too.
         self.unwinds: list[asyncio.Future[Any]] = []
         self.cancel_reason: str | None = None
+        self.cancel_seen = False
+        self.recancels = 0
         self._events: list[tuple[str, Any]] = []
         self._wake = asyncio.Event()
         self._closed = False
@@ -259,7 +263,25 @@ class RunRegistry:
             return False
         run.cancel_reason = run.cancel_reason or reason
         run.task.cancel(reason)
+        asyncio.get_running_loop().call_later(_RECANCEL_S, self._recancel, run)
         return True
+
+    def _recancel(self, run: Run) -> None:
+        """Cancel again until the run has seen its CancelledError.
+
+        Libraries can lose a cancellation: on Python 3.11, ``asyncio.wait_for``
+        (used by psycopg while it waits on its socket) returns normally when the
+        awaited result and the cancellation arrive together. The run would then
+        keep going as if never cancelled.
+        """
+        task = run.task
+        if task is None or task.done() or run.cancel_seen or run.recancels >= _RECANCEL_MAX:
+            return
+        run.recancels += 1
+        if run.recancels == 1:
+            log.info("run %s still running after cancel; cancelling again", run.run_id)
+        task.cancel(run.cancel_reason)
+        asyncio.get_running_loop().call_later(_RECANCEL_S, self._recancel, run)
 
     # -- the run task -----------------------------------------------------------------
 
@@ -273,6 +295,7 @@ class RunRegistry:
             await self._set(run, "running")
             await work(run)
         except asyncio.CancelledError as exc:
+            run.cancel_seen = True
             run.unwinds.extend(_unwind_tasks(exc))
             if run.unwinds:
                 await asyncio.wait(run.unwinds)

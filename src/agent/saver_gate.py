@@ -69,7 +69,10 @@ class GatedSaver(BaseCheckpointSaver[Any]):
         """Refuse new work, then wait (bounded) for operations already admitted."""
         self._gate.open = False
         try:
-            await asyncio.wait_for(self._gate.idle.wait(), within)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+            # a cancellation that races with completion.
+            async with asyncio.timeout(within):
+                await self._gate.idle.wait()
         except TimeoutError:
             log.error(  # noqa: TRY400 - expected condition, one line
                 "checkpointer: %d operation(s) still running after %.1fs; closing the pool "

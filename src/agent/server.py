@@ -378,7 +378,8 @@ def wait_response(services: Services, run: Run, stateless: bool = False) -> Resp
         # Whitespace keeps proxies from timing out a long run; JSON parsers skip it.
         while True:
             try:
-                await asyncio.wait_for(run.wait(), _HEARTBEAT_S)
+                async with asyncio.timeout(_HEARTBEAT_S):  # not wait_for: see saver_gate
+                    await run.wait()
                 break
             except TimeoutError:
                 yield b"\n"

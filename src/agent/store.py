@@ -6,6 +6,7 @@ own tables; these two tables only hold what the LangGraph API adds on top.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from psycopg import AsyncConnection
@@ -47,6 +48,27 @@ _SCHEMA = (
 )
 
 
+# Timestamps come back as epoch seconds: parsing ``timestamptz`` makes psycopg load
+# the session's zoneinfo file, a blocking read on the event loop.
+_RUN_COLUMNS = (
+    "run_id, thread_id, assistant_id, status, multitask_strategy, metadata, error, "
+    "extract(epoch FROM created_at)::float8 AS created_at, "
+    "extract(epoch FROM updated_at)::float8 AS updated_at"
+)
+_THREAD_COLUMNS = (
+    "thread_id, metadata, extract(epoch FROM created_at)::float8 AS created_at, "
+    "extract(epoch FROM updated_at)::float8 AS updated_at"
+)
+
+
+def _time(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _thread(row: DictRow) -> dict[str, Any]:
+    return {**row, "created_at": _time(row["created_at"]), "updated_at": _time(row["updated_at"])}
+
+
 def _record(row: DictRow) -> RunRecord:
     return RunRecord(
         run_id=row["run_id"],
@@ -56,8 +78,8 @@ def _record(row: DictRow) -> RunRecord:
         multitask_strategy=row["multitask_strategy"],
         metadata=row["metadata"],
         error=row["error"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        created_at=_time(row["created_at"]),
+        updated_at=_time(row["updated_at"]),
     )
 
 
@@ -96,12 +118,12 @@ class MetadataStore:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 "INSERT INTO agent_threads (thread_id, metadata) VALUES (%s, %s) "
-                "ON CONFLICT (thread_id) DO NOTHING RETURNING *",
+                f"ON CONFLICT (thread_id) DO NOTHING RETURNING {_THREAD_COLUMNS}",
                 (thread_id, Jsonb(metadata)),
             )
             row = await cursor.fetchone()
         if row is not None:
-            return dict(row), True
+            return _thread(row), True
         existing = await self.get_thread(thread_id)
         assert existing is not None
         return existing, False
@@ -109,10 +131,10 @@ class MetadataStore:
     async def get_thread(self, thread_id: str) -> dict[str, Any] | None:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT * FROM agent_threads WHERE thread_id = %s", (thread_id,)
+                f"SELECT {_THREAD_COLUMNS} FROM agent_threads WHERE thread_id = %s", (thread_id,)
             )
             row = await cursor.fetchone()
-        return dict(row) if row is not None else None
+        return _thread(row) if row is not None else None
 
     async def touch_thread(self, thread_id: str) -> None:
         async with self._pool.connection() as conn:
@@ -147,7 +169,7 @@ class MetadataStore:
     async def get_run(self, thread_id: str, run_id: str) -> RunRecord | None:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT * FROM agent_runs WHERE thread_id = %s AND run_id = %s",
+                f"SELECT {_RUN_COLUMNS} FROM agent_runs WHERE thread_id = %s AND run_id = %s",
                 (thread_id, run_id),
             )
             row = await cursor.fetchone()
@@ -158,7 +180,7 @@ class MetadataStore:
     ) -> list[RunRecord]:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT * FROM agent_runs WHERE thread_id = %s "
+                f"SELECT {_RUN_COLUMNS} FROM agent_runs WHERE thread_id = %s "
                 "AND (%s::text IS NULL OR status = %s) "
                 "ORDER BY created_at DESC LIMIT %s OFFSET %s",
                 (thread_id, status, status, limit, offset),
