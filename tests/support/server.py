@@ -112,7 +112,9 @@ def start_server(
 
 
 @contextlib.contextmanager
-def running_server(database_url: str, env: Mapping[str, str] | None = None) -> Iterator[AgentServer]:
+def running_server(
+    database_url: str, env: Mapping[str, str] | None = None
+) -> Iterator[AgentServer]:
     server = start_server(database_url, env)
     try:
         yield server
