@@ -1,4 +1,4 @@
-"""PostgreSQL persistence: one connection pool, one ``AsyncPostgresSaver``.
+"""PostgreSQL persistence: one connection pool, one lock-free ``PooledPostgresSaver``.
 
 Everything that needs the checkpointer goes through this module:
 
@@ -22,6 +22,7 @@ Settings come from environment variables, read once by
 ``PG_POOL_MIN_SIZE``        connections kept open (default 1)
 ``PG_POOL_MAX_SIZE``        upper bound on connections (default 10)
 ``PG_POOL_OPEN_TIMEOUT``    seconds to wait for ``min_size`` connections (10)
+``PG_POOL_TIMEOUT``         seconds an operation waits for a free connection (30)
 ``PG_PREPARE_THRESHOLD``    ``none`` (default) or an int; see below
 ``PG_MAX_IDLE``             close connections idle this many seconds (300)
 ``PG_MAX_LIFETIME``         recycle connections after this many seconds (1800)
@@ -54,6 +55,8 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from agent.pooled_saver import PooledPostgresSaver
 
 __all__ = [
     "SETUP_LOCK_KEY",
@@ -98,8 +101,13 @@ class PostgresSettings:
     so that startup proves the database is reachable)."""
 
     max_size: int = 10
-    """``PG_POOL_MAX_SIZE``. ``AsyncPostgresSaver`` serializes its own queries
-    behind one lock, so the saver alone rarely uses more than one or two."""
+    """``PG_POOL_MAX_SIZE``. :class:`~agent.pooled_saver.PooledPostgresSaver` takes
+    one connection per checkpoint operation, so this is also the number of
+    checkpoint reads/writes in flight at once (plus readiness pings)."""
+
+    checkout_timeout: float = 30.0
+    """``PG_POOL_TIMEOUT``: seconds an operation waits for a free connection before
+    failing with ``PoolTimeout`` (instead of queueing forever)."""
 
     open_timeout: float = 10.0
     """``PG_POOL_OPEN_TIMEOUT``: seconds to wait for ``min_size`` connections at
@@ -181,6 +189,7 @@ class PostgresSettings:
             url=url,
             min_size=_int(env, "PG_POOL_MIN_SIZE", defaults.min_size),
             max_size=_int(env, "PG_POOL_MAX_SIZE", defaults.max_size),
+            checkout_timeout=_float(env, "PG_POOL_TIMEOUT", defaults.checkout_timeout),
             open_timeout=_float(env, "PG_POOL_OPEN_TIMEOUT", defaults.open_timeout),
             prepare_threshold=_threshold(env, "PG_PREPARE_THRESHOLD"),
             max_idle=_float(env, "PG_MAX_IDLE", defaults.max_idle),
@@ -351,6 +360,7 @@ async def open_pool(settings: PostgresSettings) -> AsyncIterator[Pool]:
         kwargs=settings.connection_kwargs(),
         min_size=settings.min_size,
         max_size=settings.max_size,
+        timeout=settings.checkout_timeout,
         max_idle=settings.max_idle,
         max_lifetime=settings.max_lifetime,
         # Catches connections the server or a proxy closed while idle, before
@@ -411,7 +421,8 @@ async def open_saver(pool: Pool, *, setup: bool) -> AsyncPostgresSaver:
     anyway. Better there: ``CHECKPOINTER_SETUP=false`` and migrate over a
     direct connection.
     """
-    saver = AsyncPostgresSaver(pool)
+    # Lock-free on a pool: one connection per operation (langgraph issue #7259).
+    saver = PooledPostgresSaver(pool)
     if not setup:
         logger.info("checkpointer setup() skipped (CHECKPOINTER_SETUP=false)")
         return saver
