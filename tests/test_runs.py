@@ -24,9 +24,12 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph import START, StateGraph
 
 from agent.checkpointer import Pool, PostgresSettings, open_pool
+from agent.graph import build_graph
 from agent.runs import Draining, Run, RunRecord, RunRegistry, ShutdownPolicy, ThreadBusy
 from agent.saver_gate import GatedSaver, SaverClosed
 from agent.store import MetadataStore
+from tests.agent_context import local_context
+from tests.support.localmodel import LocalModel
 
 # -- a saver that proves the invariant --------------------------------------------------
 
@@ -111,7 +114,14 @@ class Stack:
     stack: AsyncExitStack
     sunk: list[tuple[str, str]] = field(default_factory=list)
 
-    def start(self, input: dict[str, Any], *, durability: str = "async", **kw: Any) -> Run:
+    def start(
+        self,
+        input: dict[str, Any],
+        *,
+        durability: str = "async",
+        context: Any = None,
+        **kw: Any,
+    ) -> Run:
         thread_id = kw.pop("thread_id", None) or str(uuid.uuid4())
         record = RunRecord(run_id=str(uuid.uuid4()), thread_id=thread_id, assistant_id="agent")
 
@@ -120,7 +130,7 @@ class Stack:
                 "configurable": {"thread_id": thread_id, "run_id": run.run_id}
             }
             async for mode, chunk in self.graph.astream(
-                input, config, stream_mode=["values"], durability=durability
+                input, config, context=context, stream_mode=["values"], durability=durability
             ):
                 run.publish(mode, chunk)
 
@@ -331,3 +341,42 @@ async def test_multitask_reject_interrupt_enqueue(fresh_database_url: str) -> No
     assert steps_of(fourth.last("values"))[-4:] == ["first", "slow", "first", "slow"]
     await s.shutdown()
     assert s.detector.violations == []
+
+
+async def test_real_agent_graph_drains_before_close_and_lands_final_checkpoints(
+    fresh_database_url: str, reopen: Any, slow_local_model: LocalModel
+) -> None:
+    """The agent graph and the real saver: some runs finish in the grace window, the
+    rest are cancelled mid model call; with durability="exit" their checkpoint exists
+    only if the cancel unwind's final write landed before the pool closed."""
+    policy = ShutdownPolicy(timeout=5, grace_fraction=0.6)
+    s = await open_stack(fresh_database_url, policy)
+    s.graph = build_graph(s.gate)
+    context = local_context(slow_local_model)
+    quick = [
+        s.start({"messages": [("user", f"quick {i}")]}, durability="exit", context=context)
+        for i in range(3)
+    ]
+    slow = [
+        s.start(
+            {"messages": [("user", f"slow {i} [[latency=30]]")]}, durability="exit", context=context
+        )
+        for i in range(3)
+    ]
+    await asyncio.sleep(0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await s.shutdown()
+    elapsed = loop.time() - started
+    assert elapsed <= policy.timeout, elapsed
+    assert s.detector.violations == []
+    saver, store = await reopen()
+    for run, status in [*((r, "success") for r in quick), *((r, "interrupted") for r in slow)]:
+        stored = await store.get_run(run.record.thread_id, run.run_id)
+        assert stored is not None and stored.status == status, (stored, status)
+        saved = await saver.aget_tuple({"configurable": {"thread_id": run.record.thread_id}})
+        assert saved is not None, f"no checkpoint for {status} run {run.run_id}"
+        messages = saved.checkpoint["channel_values"]["messages"]
+        assert messages[0].content.split()[0] in ("quick", "slow")
+        if status == "success":
+            assert messages[-1].type == "ai"

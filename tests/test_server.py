@@ -247,7 +247,8 @@ async def test_sigterm_drains_in_flight_runs_then_restart_reads_them(
                 ] != "running":
                     await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
-        elapsed = await asyncio.to_thread(srv.terminate)
+        # The second SIGTERM must not cut the drain short.
+        elapsed = await asyncio.to_thread(srv.terminate, again_after=0.5)
     finally:
         await asyncio.to_thread(srv.stop)
     log = await asyncio.to_thread(srv.log)
@@ -255,6 +256,7 @@ async def test_sigterm_drains_in_flight_runs_then_restart_reads_them(
     assert srv.proc.returncode == 0, log
     assert _clean(log) == [], log
     assert "did not stop by the deadline" not in log, log
+    assert "shutdown already in progress" in log, log
 
     restarted = await asyncio.to_thread(start_server, fresh_database_url, env)
     try:

@@ -67,7 +67,13 @@ async def serve(host: str, port: int, *, access_log: bool) -> None:
             # (uvicorn types it int, but only hands it to asyncio.wait_for.)
             timeout_graceful_shutdown=max(0.5, policy.drain_budget),  # type: ignore[arg-type]
         )
-        await DrainingServer(config, services.registry).serve()
+        server = DrainingServer(config, services.registry)
+        # Installed before uvicorn's own handlers, which restore these when serve()
+        # returns: signals during the rest of the drain must still land in
+        # handle_exit, not kill the process half way through it.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, server.handle_exit)
+        await server.serve()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,10 +46,16 @@ class AgentServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def terminate(self, timeout: float = 30.0) -> float:
-        """SIGTERM; seconds until exit."""
+    def terminate(self, timeout: float = 30.0, *, again_after: float | None = None) -> float:
+        """SIGTERM (and optionally a second one, like an impatient operator);
+        seconds until exit."""
         started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
+        if again_after is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=again_after)
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=timeout)
         return time.monotonic() - started
 
