@@ -240,6 +240,23 @@ async def test_sigterm_drains_in_flight_runs_then_restart_reads_them(
         for i, thread in enumerate(threads):
             text = f"quick {i}" if i % 2 == 0 else f"slow {i} [[latency=30]]"
             runs.append(await client.runs.create(thread["thread_id"], "agent", input=user(text)))
+        # Open requests held by runs must not hold up the shutdown either.
+        streamed: list[str] = []
+
+        async def consume_stream() -> None:
+            thread = await client.threads.create()
+            async for part in client.runs.stream(
+                thread["thread_id"], "agent", input=user("streamed [[latency=30]]")
+            ):
+                streamed.append(part.event)
+
+        waited = await client.threads.create()
+        open_requests = [
+            asyncio.create_task(consume_stream()),
+            asyncio.create_task(
+                client.runs.wait(waited["thread_id"], "agent", input=user("waited [[latency=30]]"))
+            ),
+        ]
         async with asyncio.timeout(20):
             for thread, run in zip(threads, runs, strict=True):
                 while (await client.runs.get(thread["thread_id"], run["run_id"]))[
@@ -252,6 +269,12 @@ async def test_sigterm_drains_in_flight_runs_then_restart_reads_them(
     finally:
         await asyncio.to_thread(srv.stop)
     log = await asyncio.to_thread(srv.log)
+    stream_result, wait_result = await asyncio.gather(*open_requests, return_exceptions=True)
+    assert stream_result is None and streamed[0] == "metadata" and streamed[-1] == "error", (
+        stream_result,
+        streamed,
+    )
+    assert "UserInterrupt" in str(wait_result), wait_result
     assert elapsed <= timeout + 1, f"SIGTERM to exit took {elapsed:.2f}s\n{log}"
     assert srv.proc.returncode == 0, log
     assert _clean(log) == [], log
