@@ -33,9 +33,9 @@ from bench.workload import TOKEN_RATE, agent_env
 SECTIONS = ("inprocess", "dev", "hosted", "checkpoints", "drain")
 SERVER_MISSING = "not measured: server missing (src/agent/server.py / `python -m agent serve`)"
 
-FULL = Plan(ns=(1, 10, 20, 50, 100, 200), latencies=(1.0, 0.25), blocking_max_wall_s=130)
+FULL = Plan(ns=(1, 10, 20, 50, 100, 200), latencies=(1.0, 0.25), blocking_max_wall_s=120)
 QUICK = Plan(
-    ns=(1, 10, 20, 50), latencies=(1.0,), blocking_max_wall_s=30, memory_n=50, cpu_runs=100
+    ns=(1, 10, 20, 50), latencies=(1.0,), blocking_max_wall_s=40, memory_n=50, cpu_runs=100
 )
 
 
@@ -110,13 +110,15 @@ class Bench:
         return result
 
     def server_suite(self, server: Any) -> dict[str, Any]:
+        # Memory first: RSS only grows to a high-water mark, so later batches would hide it.
+        memory = sessions.memory(server, self.env, self.page, self.model.url, self.plan)
         return {
             "cold_start_s": round(server.cold_start_s, 2),
+            "memory": memory,
             "scaling": sessions.scaling(
                 server, self.env, self.page, self.plan, latencies=self.plan.latencies
             ),
             "ok": sessions.ok_under_load(server, self.env, self.page, self.plan),
-            "memory": sessions.memory(server, self.env, self.page, self.model.url, self.plan),
             "cpu": sessions.cpu(server, self.env, self.page, self.plan),
         }
 
@@ -148,12 +150,12 @@ class Bench:
             return {"missing": SERVER_MISSING}
         with fresh_database(self.pg) as db:
             env = {**self.env, "DATABASE_URL": db, "SHUTDOWN_TIMEOUT": "10"}
-            with hosted_server(env) as server:
+            with hosted_server(env, lag_probe=True) as server:
                 return self.server_suite(server)
 
     def checkpoints(self) -> dict[str, Any]:
-        runs = {1: 20, 50: 150} if self.quick else {1: 40, 50: 300}
-        ops = {1: 100, 50: 400} if self.quick else {1: 200, 50: 1000}
+        runs = {1: 20, 50: 150} if self.quick else {1: 30, 50: 200}
+        ops = {1: 100, 50: 400} if self.quick else {1: 150, 50: 600}
         result = checkpoints.measure(
             self.pg, self.env, self.page, concurrencies=(1, 50), runs=runs, saver_ops=ops
         )

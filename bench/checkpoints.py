@@ -68,7 +68,10 @@ def measure(
         for saver in savers:
             if saver == "memory" and rtt:
                 continue  # no database round trips to delay
-            for kind, counts in (("runs", runs), ("saver", saver_ops)):
+            kinds = (
+                (("runs", runs), ("saver", saver_ops)) if saver != "memory" else (("runs", runs),)
+            )
+            for kind, counts in kinds:
                 for concurrency in concurrencies:
                     cell = _cell(server_url, env, page_url, kind, saver, concurrency, counts, rtt)
                     measured[str(rtt)] = cell.pop("measured_rtt_ms", measured.get(str(rtt), 0.0))

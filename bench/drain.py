@@ -74,6 +74,7 @@ def one(
     errors = error_lines(log)
     result = {
         "n": n,
+        "cold_start_s": round(server.cold_start_s, 2),
         "in_flight_at_sigterm": started["in_flight"],
         "deadline_s": deadline_s,
         "exit_s": round(exit_s, 2),

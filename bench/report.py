@@ -212,6 +212,11 @@ def _resources(results: Mapping[str, Any]) -> str:
                 cpu.get("cpu_ms_per_run"),
             ]
         )
+    drain_rows = (results.get("drain") or {}).get("rows") or []
+    colds = sorted(r["cold_start_s"] for r in drain_rows if "cold_start_s" in r)
+    if colds:
+        label = f"`python -m agent serve` (median of {len(colds)} drain launches)"
+        rows.append([label, colds[len(colds) // 2], None, None, None, None])
     base = results.get("cpu_in_process") or {}
     rows.append(["in-process InMemorySaver", None, None, None, None, base.get("cpu_ms_per_run")])
     headers = ["where", "cold start to /ok s", "idle RSS MB", "N in flight", "KiB per run"]

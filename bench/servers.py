@@ -137,10 +137,14 @@ def hosted_server_available() -> bool:
 
 @contextlib.contextmanager
 def hosted_server(
-    env: Mapping[str, str], *, startup_timeout: float = 60, port: int | None = None
+    env: Mapping[str, str], *, lag_probe: bool = False, startup_timeout: float = 60
 ) -> Iterator[Server]:
-    """``python -m agent serve`` (needs DATABASE_URL etc. in ``env``)."""
-    port = port or free_port()
-    command = [PYTHON, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    """``python -m agent serve`` (needs DATABASE_URL etc. in ``env``).
+
+    ``lag_probe`` runs it through ``bench.hosted_probe``, which adds ``GET /bench/lag``.
+    """
+    port = free_port()
+    module = "bench.hosted_probe" if lag_probe else "agent"
+    command = [PYTHON, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port)]
     with _launch(command, env, f"http://127.0.0.1:{port}", startup_timeout) as server:
         yield server
