@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -336,3 +340,28 @@ async def test_kill_9_keeps_the_last_checkpoint_and_the_thread_continues(
         assert 'Earlier you said: "take your time"' in reply, reply
     finally:
         await asyncio.to_thread(restarted.stop)
+
+
+def test_unreachable_database_exits_with_one_clear_line() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once closed
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgresql://agent:hunter2@127.0.0.1:{port}/agent",
+        "PG_POOL_OPEN_TIMEOUT": "1",
+        "PYTHONPATH": "src",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0
+    assert "Traceback" not in output and "hunter2" not in output, output
+    lines = output.splitlines()
+    assert len(lines) == 1 and "cannot start" in lines[0] and f":{port}/agent" in lines[0], output

@@ -83,9 +83,19 @@ class ShutdownPolicy:
 
     @classmethod
     def from_env(cls) -> ShutdownPolicy:
+        """``SHUTDOWN_TIMEOUT`` (seconds, default 10) and ``SHUTDOWN_GRACE_FRACTION``
+        (share of the drain that runs may use to finish before being cancelled, 0.5)."""
+
+        def number(name: str, default: str) -> float:
+            raw = os.environ.get(name, "").strip() or default
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
         return cls(
-            timeout=float(os.environ.get("SHUTDOWN_TIMEOUT", "10")),
-            grace_fraction=float(os.environ.get("SHUTDOWN_GRACE_FRACTION", "0.5")),
+            timeout=number("SHUTDOWN_TIMEOUT", "10"),
+            grace_fraction=number("SHUTDOWN_GRACE_FRACTION", "0.5"),
         )
 
     @property

@@ -321,27 +321,22 @@ async def start_run(
 ) -> tuple[Run, dict[str, Any]]:
     services = services_of(request)
     payload = await json_body(request)
-    if stateless:
-        thread_id = str(uuid.uuid4())
-    else:
-        thread_id = request.path_params["thread_id"]
+    thread_id = str(uuid.uuid4()) if stateless else request.path_params["thread_id"]
+    strategy = payload.get("multitask_strategy") or "enqueue"
+    if strategy not in _STRATEGIES:
+        raise ApiError(422, f"multitask_strategy must be one of {sorted(_STRATEGIES)}")
+    metadata = payload.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ApiError(422, "metadata must be an object")
+    stream_modes = modes or parse_stream_modes(payload.get("stream_mode"), ["values"])
+    work = build_work(services, RunRequest(thread_id, stateless, payload, stream_modes))
+    # Everything is validated: only now touch the database.
+    if not stateless:
         if await services.store.get_thread(thread_id) is None:
             if payload.get("if_not_exists") != "create":
                 raise ApiError(404, f"thread {thread_id} not found")
             await services.store.create_thread(thread_id, {"graph_id": GRAPH_ID})
-    strategy = payload.get("multitask_strategy") or "enqueue"
-    if strategy not in _STRATEGIES:
-        raise ApiError(422, f"multitask_strategy must be one of {sorted(_STRATEGIES)}")
-    req = RunRequest(
-        thread_id,
-        stateless,
-        payload,
-        modes or parse_stream_modes(payload.get("stream_mode"), ["values"]),
-    )
-    work = build_work(services, req)
-    metadata = payload.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise ApiError(422, "metadata must be an object")
+        await services.store.touch_thread(thread_id)
     record = RunRecord(
         run_id=str(uuid.uuid4()),
         thread_id=thread_id,
@@ -352,8 +347,6 @@ async def start_run(
         run = services.registry.start(record, work, strategy=cast(MultitaskStrategy, strategy))
     except ThreadBusy as exc:
         raise ApiError(409, str(exc)) from None
-    if not stateless:
-        await services.store.touch_thread(thread_id)
     return run, payload
 
 
