@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph import START, StateGraph
 
@@ -380,3 +381,19 @@ async def test_real_agent_graph_drains_before_close_and_lands_final_checkpoints(
         assert messages[0].content.split()[0] in ("quick", "slow")
         if status == "success":
             assert messages[-1].type == "ai"
+
+
+async def test_gated_saver_passes_the_checkpointer_conformance_suite(
+    fresh_database_url: str,
+) -> None:
+    async with open_pool(PostgresSettings(url=fresh_database_url, max_size=8)) as pool:
+        await AsyncPostgresSaver(pool).setup()
+
+        @checkpointer_test(name="GatedSaver")
+        async def factory() -> AsyncIterator[GatedSaver]:
+            yield GatedSaver(AsyncPostgresSaver(pool))
+
+        report = await validate(factory)
+    failures = {name: r.failures for name, r in report.results.items() if r.failures}
+    assert report.passed_all_base() and report.passed_all(), failures
+    assert report.results["prune"].detected and report.results["prune"].tests_passed > 0

@@ -152,6 +152,10 @@ class GatedSaver(BaseCheckpointSaver[Any]):
         async with self._admit("delete", {"configurable": {"thread_id": thread_id}}):
             await self.inner.adelete_thread(thread_id)
 
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        async with self._admit("prune", None):
+            await self.inner.aprune(thread_ids, strategy=strategy)
+
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, Any]:
