@@ -414,8 +414,10 @@ class RunRegistry:
         if unwinds:
             await asyncio.wait(unwinds, timeout=max(0.0, deadline - loop.time()))
         unfinished = []
+        abandoned = 0
         for run in remaining:
             if not self._task(run).done() or any(not u.done() for u in run.unwinds):
+                abandoned += 1
                 log.error(
                     "shutdown: run %s (thread %s) did not stop by the deadline; abandoning it, "
                     "its further checkpoint writes will be refused",
@@ -437,7 +439,13 @@ class RunRegistry:
         if self._late_writes:
             await asyncio.wait(self._late_writes, timeout=self.policy.reserve / 2)
         self._sink_open = False
-        log.info("shutdown: drain finished")
+        log.info(
+            "shutdown: drain finished in %.2fs: %d run(s) completed, %d cancelled, %d abandoned",
+            self.policy.drain_budget - (deadline - loop.time()),
+            len(runs) - len(remaining),
+            len(remaining) - abandoned,
+            abandoned,
+        )
 
     @staticmethod
     def _task(run: Run) -> asyncio.Task[None]:
