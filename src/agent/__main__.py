@@ -27,7 +27,6 @@ import uvicorn
 
 from agent.checkpointer import DatabaseUnavailable
 from agent.runs import RunRegistry, ShutdownPolicy
-from agent.server import create_app, open_services
 
 log = logging.getLogger("agent.serve")
 
@@ -52,6 +51,9 @@ class DrainingServer(uvicorn.Server):
 
 
 async def serve(host: str, port: int, *, access_log: bool) -> None:
+    # Imported here so a bad setting read at import is reported like any other.
+    from agent.server import create_app, open_services
+
     policy = ShutdownPolicy.from_env()
     async with open_services(policy) as services:
         config = uvicorn.Config(

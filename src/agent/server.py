@@ -409,7 +409,7 @@ async def ready(request: Request) -> Response:
     if services.registry.draining:
         return json_response({"detail": "shutting down"}, 503, {"Retry-After": "5"})
     try:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(request.app.state.ready_timeout):
             await ping(services.pool)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
@@ -660,6 +660,11 @@ def create_app(services: Services | None = None) -> Starlette:
     )
     if services is not None:
         application.state.services = services
+    raw = os.environ.get("READY_TIMEOUT", "").strip() or "2"
+    try:
+        application.state.ready_timeout = float(raw)
+    except ValueError:
+        raise ValueError(f"READY_TIMEOUT must be a number of seconds, got {raw!r}") from None
     return application
 
 
