@@ -9,6 +9,7 @@ blocking detector only ever sees the code under test.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -143,6 +144,50 @@ async def test_http_errors_are_json_with_clear_messages(
     assert (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()[
         "status"
     ] == "interrupted"
+
+
+def parse_sse(body: str) -> list[tuple[str, Any]]:
+    events = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def test_runs_wait_and_stream_in_process_under_the_blocking_detector(
+    api: tuple[httpx.AsyncClient, Services], local_model: LocalModel
+) -> None:
+    """The whole request path (routes, registry, store, graph, SSE encoding) on the loop
+    of this test, which fails on any blocking call."""
+    client, _services = api
+    tid = (await client.post("/threads", json={"metadata": {"owner": "test"}})).json()["thread_id"]
+    body = {"assistant_id": "agent", "context": context_for(local_model)}
+    waited = await client.post(f"/threads/{tid}/runs/wait", json={**body, "input": user("one")})
+    assert waited.status_code == 200, waited.text
+    assert waited.json()["messages"][-1]["content"].startswith('You said: "one"')
+    streamed = await client.post(
+        f"/threads/{tid}/runs/stream",
+        json={
+            **body,
+            "input": user("two"),
+            "stream_mode": ["values", "updates", "messages-tuple"],
+        },
+    )
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(streamed.text)
+    names = [name for name, _ in events]
+    assert names[0] == "metadata" and {"values", "updates", "messages"} <= set(names), names
+    chunk, metadata = next(data for name, data in events if name == "messages")
+    assert chunk["type"] == "AIMessageChunk" and metadata["langgraph_node"] == "call_model"
+    final = [data for name, data in events if name == "values"][-1]
+    assert 'Earlier you said: "one"' in final["messages"][-1]["content"]
+    thread = (await client.get(f"/threads/{tid}")).json()
+    assert thread["status"] == "idle" and thread["metadata"] == {"owner": "test"}
+    runs = (await client.get(f"/threads/{tid}/runs")).json()
+    assert [r["status"] for r in runs] == ["success", "success"]
+    history = (await client.post(f"/threads/{tid}/history", json={"limit": 3})).json()
+    assert len(history) == 3 and history[0]["checkpoint"]["thread_id"] == tid
 
 
 async def test_draining_server_answers_503_with_retry_after(
