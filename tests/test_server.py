@@ -9,12 +9,14 @@ blocking detector only ever sees the code under test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,6 +25,7 @@ import httpx
 import pytest
 from langgraph_sdk import get_client
 
+from agent.__main__ import run_bounded
 from agent.runs import ShutdownPolicy
 from agent.server import Services, create_app, open_services
 from tests.scenario import run_scenario
@@ -410,3 +413,23 @@ def test_unreachable_database_exits_with_one_clear_line() -> None:
     assert "Traceback" not in output and "hunter2" not in output, output
     lines = output.splitlines()
     assert len(lines) == 1 and "cannot start" in lines[0] and f":{port}/agent" in lines[0], output
+
+
+def test_process_exit_is_bounded_when_a_task_ignores_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After the drain abandons a run, ``asyncio.run`` would wait for it forever."""
+
+    async def stubborn() -> None:
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(60)
+
+    async def serve_then_return() -> None:
+        asyncio.create_task(stubborn(), name="run stubborn")  # noqa: RUF006 - on purpose
+        await asyncio.sleep(0)
+
+    started = time.monotonic()
+    run_bounded(serve_then_return(), leftovers_timeout=0.5)
+    assert time.monotonic() - started < 2
+    assert "1 task(s) that ignore cancellation: run stubborn" in caplog.text

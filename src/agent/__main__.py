@@ -21,7 +21,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -78,6 +80,37 @@ async def serve(host: str, port: int, *, access_log: bool) -> None:
         await server.serve()
 
 
+def run_bounded(main: Coroutine[Any, Any, None], *, leftovers_timeout: float = 1.0) -> None:
+    """``asyncio.run``, except that tasks still alive when ``main`` returns get a
+    bounded time to react to cancellation. ``asyncio.run`` waits for them without a
+    limit, so one run that swallows cancellation would keep the process alive
+    forever after the drain abandoned it."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_leftovers(loop, leftovers_timeout)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in leftovers:
+        task.cancel()
+    if not leftovers:
+        return
+    _done, stuck = loop.run_until_complete(asyncio.wait(leftovers, timeout=timeout))
+    if stuck:
+        names = ", ".join(sorted(task.get_name() for task in stuck))
+        log.error("exiting with %d task(s) that ignore cancellation: %s", len(stuck), names)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -100,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(args.host, args.port, access_log=args.access_log))
+        run_bounded(serve(args.host, args.port, access_log=args.access_log))
     except (DatabaseUnavailable, ValueError) as exc:  # ValueError: settings from the env
         log.error("cannot start: %s", exc)  # noqa: TRY400 - one line, no traceback wall
         return 2
