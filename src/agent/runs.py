@@ -160,6 +160,13 @@ class Run:
         self._wake = asyncio.Event()
         self._closed = False
 
+    @classmethod
+    def finished(cls, record: RunRecord) -> Run:
+        """A run that ended earlier (e.g. in a previous process): no events, done."""
+        run = cls(record)
+        run._closed = True
+        return run
+
     @property
     def run_id(self) -> str:
         return self.record.run_id

@@ -420,7 +420,7 @@ async def ready(request: Request) -> Response:
 async def search_assistants(request: Request) -> Response:
     body = await json_body(request)
     graph_id = body.get("graph_id")
-    matches = graph_id in (None, GRAPH_ID) and int(body.get("offset") or 0) == 0
+    matches = graph_id in (None, GRAPH_ID) and not body.get("offset")
     return json_response([assistant()] if matches else [])
 
 
@@ -536,22 +536,22 @@ async def list_runs(request: Request) -> Response:
         thread_id, limit=limit, offset=offset, status=request.query_params.get("status")
     )
     # In-flight runs: the registry's copy is the freshest.
-    fresh = [(services.registry.get(r.run_id) or Run(r)).record for r in records]
-    return json_response([r.as_api() for r in fresh])
+    live = [services.registry.get(record.run_id) for record in records]
+    fresh = [run.record if run else record for run, record in zip(live, records, strict=True)]
+    return json_response([record.as_api() for record in fresh])
 
 
 async def join_run(request: Request) -> Response:
     services, record, live = await find_run(request)
     if live is not None:
         return wait_response(services, live)
-    return json_response(await final_values(services, Run(record), stateless=False))
+    return json_response(await final_values(services, Run.finished(record), stateless=False))
 
 
 async def join_stream(request: Request) -> Response:
     services, record, live = await find_run(request)
-    run = live or Run(record)
-    if live is None:
-        run._close()  # finished: the stream carries only the final error, if any
+    # A finished run's stream carries only its final error, if any.
+    run = live or Run.finished(record)
     return stream_response(services, run, cancel_on_disconnect=False)
 
 
