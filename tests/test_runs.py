@@ -241,7 +241,7 @@ async def test_drain_is_bounded_when_a_run_swallows_cancellation(
     started = loop.time()
     await s.shutdown()
     elapsed = loop.time() - started
-    assert elapsed <= policy.timeout + 0.2, f"shutdown took {elapsed:.2f}s"
+    assert elapsed <= policy.timeout + 0.5, f"shutdown took {elapsed:.2f}s"
     assert s.pool.closed
 
     # Let the straggler wake up and try to write to the (now closed) database.
