@@ -181,6 +181,7 @@ async def test_runs_wait_and_stream_in_process_under_the_blocking_detector(
     events = parse_sse(streamed.text)
     names = [name for name, _ in events]
     assert names[0] == "metadata" and {"values", "updates", "messages"} <= set(names), names
+    assert names[-1] == "end", "a finished stream ends with `end`, which the SDK watches for"
     chunk, metadata = next(data for name, data in events if name == "messages")
     assert chunk["type"] == "AIMessageChunk" and metadata["langgraph_node"] == "call_model"
     final = [data for name, data in events if name == "values"][-1]

@@ -390,6 +390,10 @@ def stream_response(services: Services, run: Run, *, cancel_on_disconnect: bool)
             finished = True
             if run.record.status in ("error", "timeout", "interrupted"):
                 yield frame("error", error_of(run.record))
+            else:
+                # The SDK reads `end` (or `error`) as "the run is over", so a cleanly
+                # closed stream is not mistaken for a dropped connection.
+                yield frame("end", None)
         finally:
             if not finished and cancel_on_disconnect:
                 services.registry.cancel(run.run_id, "client disconnected")
