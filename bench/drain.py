@@ -1,7 +1,8 @@
 """Drain: SIGTERM the self-hosted server with N runs in flight; time it and audit it.
 
 For each N: a fresh database and server, N background runs started through
-the SDK (each parked in a 2 s model call), SIGTERM, then:
+the SDK (each model call takes 2 s, so a run takes about 4.5 s), SIGTERM once
+the number of open model calls peaks, then:
 
 - seconds from SIGTERM to exit, against ``SHUTDOWN_TIMEOUT``;
 - per thread, from PostgreSQL: did a checkpoint get written, and is the latest
@@ -28,6 +29,7 @@ from bench.workload import EXPECTED_ANSWER
 
 ERROR_PATTERN = re.compile(r"Traceback|ERROR|PoolClosed")
 RUN_LATENCY_S = 2.0
+SUMMARY = re.compile(r"drain finished.*")
 
 
 def audit_threads(db: str, threads: list[str]) -> dict[str, int]:
@@ -72,6 +74,7 @@ def one(
             log = server.log()
         audit = audit_threads(db, started["threads"])
     errors = error_lines(log)
+    summaries = SUMMARY.findall(log)
     result = {
         "n": n,
         "cold_start_s": round(server.cold_start_s, 2),
@@ -81,6 +84,7 @@ def one(
         "exit_code": server.process.returncode,
         "within_deadline_plus_1s": exit_s <= deadline_s + 1,
         **audit,
+        "server_summary": summaries[-1] if summaries else "",
         "error_lines": len(errors),
         "first_errors": errors[:5],
     }

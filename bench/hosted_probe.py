@@ -3,8 +3,8 @@
 Exactly ``python -m agent serve``, except that the ASGI app built by
 ``agent.server.create_app`` is wrapped so that a :class:`bench.lag.LagProbe`
 runs on the server's own event loop and ``GET /bench/lag`` reports it. The
-server has no plug-in hook for this yet, so the wrapper swaps the name
-``create_app`` that ``agent.__main__`` imported. Cold start and drain are
+server has no plug-in hook for this yet, so the wrapper replaces
+``agent.server.create_app`` before ``agent.__main__`` looks it up. Cold start and drain are
 measured on the unwrapped ``python -m agent serve``.
 """
 
@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import agent.__main__ as cli
+import agent.server as server
 from bench.lag import LagProbe
 
 
@@ -40,14 +41,18 @@ class WithLagProbe:
         await self.app(scope, receive, send)
 
 
-_create_app = cli.create_app
+_create_app = server.create_app
 
 
 def create_app_with_probe(*args: Any, **kwargs: Any) -> Any:
     return WithLagProbe(_create_app(*args, **kwargs))
 
 
-cli.create_app = create_app_with_probe  # type: ignore[assignment]
+# ``agent.__main__`` looks ``create_app`` up in ``agent.server`` when it serves
+# (and, in older versions, imported it at module level): replace both.
+server.create_app = create_app_with_probe  # type: ignore[assignment]
+if hasattr(cli, "create_app"):
+    cli.create_app = create_app_with_probe
 
 if __name__ == "__main__":
     sys.exit(cli.main(sys.argv[1:]))

@@ -41,12 +41,13 @@ def _scaling_rows(label: str, scaling: Mapping[str, Any] | None) -> list[list[An
                     c["latency"]["p99_ms"],
                     lag.get("p99_ms"),
                     lag.get("max_ms"),
+                    c.get("machine_cpu_busy_pct"),
                     c["errors"],
                 ]
             )
         for s in result.get("skipped", []):
             projected = f"skipped (projected {s['projected_wall_s']} s)"
-            rows.append([label, f"{float(latency) * 1000:g} ms", s["n"], projected] + [None] * 8)
+            rows.append([label, f"{float(latency) * 1000:g} ms", s["n"], projected] + [None] * 9)
     return rows
 
 
@@ -95,6 +96,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                 "p99 ms",
                 "loop lag p99 ms",
                 "lag max ms",
+                "machine CPU %",
                 "errors",
             ],
             (row for label, s in _scaling_sources(results) for row in _scaling_rows(label, s)),
@@ -186,14 +188,20 @@ def _drain(results: Mapping[str, Any]) -> str:
             r["finished"],
             r["error_lines"],
             "<br>".join(r["first_errors"][:2]).replace("|", "/") or "",
+            r.get("server_summary", ""),
         ]
         for r in drain["rows"]
     ]
     headers = ["N", "model calls open at SIGTERM", "deadline s", "SIGTERM->exit s", "exit code"]
     headers += ["threads with checkpoint", "threads finished", "error lines", "first errors"]
+    headers += ["server's drain summary"]
     return (
         "## 5. Drain on SIGTERM (self-hosted)\n\n"
-        f"Each run waits {drain['run_latency_s']} s per model call.\n\n" + _table(headers, rows)
+        f"Each run waits {drain['run_latency_s']} s per model call (2 calls per run); SIGTERM "
+        "is sent when the number of open model calls peaks. `threads finished` = the "
+        "latest checkpoint holds the final answer; the rest were cancelled by the drain "
+        "deadline and show whether their final checkpoint was still written.\n\n"
+        + _table(headers, rows)
     )
 
 

@@ -12,6 +12,7 @@ def _target(
     name: str, goal: str, measured: str, passed: bool | None, by: str, note: str = ""
 ) -> dict[str, Any]:
     status = NOT_MEASURED if passed is None else ("pass" if passed else "miss")
+    note = " ".join(note.split())[:200]
     return {
         "target": name,
         "goal": goal,
@@ -92,7 +93,13 @@ def _blocking(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         top = max(cells, key=lambda c: c["n"])
         share = top["ratio"] / top["n"]
         measured = f"N={top['n']}: x{top['ratio']:.1f} ({share:.0%} of N)"
-        rows.append(_target(name, goal, measured, share >= 0.8, f"{share:.0%} of N"))
+        note = ""
+        if "dev" in where:
+            note = (
+                "wall(1) includes the dev queue's ~0.9 s pickup delay, which overlaps across "
+                "runs; only the loop-blocking ~2.3 s of each run serializes"
+            )
+        rows.append(_target(name, goal, measured, share >= 0.8, f"{share:.0%} of N", note))
     return rows
 
 

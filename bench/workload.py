@@ -107,9 +107,27 @@ class Batch:
         }
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """Machine-wide (busy, total) CPU ticks from /proc/stat (a tiny in-memory read)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total else 0.0
+
+
 async def run_batch(n: int, one_run: Callable[[int], Awaitable[None]]) -> Batch:
-    """Start ``n`` runs at once; wall time is from the first start to the last end."""
+    """Start ``n`` runs at once; wall time is from the first start to the last end.
+
+    Also records how busy the whole machine was meanwhile: near 100% means the
+    batch was CPU-bound (all processes, both cores), not waiting on anything.
+    """
     batch = Batch(n=n)
+    ticks = cpu_ticks()
 
     async def timed(i: int) -> None:
         started = time.perf_counter()
@@ -125,6 +143,7 @@ async def run_batch(n: int, one_run: Callable[[int], Awaitable[None]]) -> Batch:
     started = time.perf_counter()
     await asyncio.gather(*(timed(i) for i in range(n)))
     batch.wall_s = time.perf_counter() - started
+    batch.extra["machine_cpu_busy_pct"] = busy_pct(ticks, cpu_ticks())
     return batch
 
 
