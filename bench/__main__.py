@@ -189,7 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer N and runs (~5 min)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=",".join(SECTIONS))
     parser.add_argument("--out", type=Path, default=report.RESULTS_DIR)
+    parser.add_argument(
+        "--render", action="store_true", help="only re-write latest.md/png from latest.json"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.render:
+        saved = json.loads((args.out / "latest.json").read_text())
+        saved["targets"] = targets.evaluate(saved)
+        report.write_all(saved, args.out)
+        return 0
     sections = set(args.sections.split(","))
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()

@@ -262,11 +262,26 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
         ax.plot([1, top], [1, top], color="black", lw=1, linestyle=":", label="fully serial (N)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ticks = sorted(set(all_n))
+    ax.set_xticks(ticks, [str(n) for n in ticks])
+    ax.set_yticks([1, 2, 5, 10, 20, 50, 100, 200], ["1", "2", "5", "10", "20", "50", "100", "200"])
+    ax.minorticks_off()
+    fig.text(
+        0.99,
+        0.01,
+        "Blocking runs beyond the wall-time cap are not run (they would take N x wall(1)). "
+        f"{results.get('timestamp', '')}, {results.get('machine', {}).get('cpus')} CPUs, "
+        "one run of `python -m bench`.",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="dimgray",
+    )
     ax.set_xlabel("concurrent runs N (separate threads)")
     ax.set_ylabel("wall(N) / wall(1)   (lower is better)")
     ax.set_title("Concurrency scaling, 1 s model latency: async nodes vs blocking baseline")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)
