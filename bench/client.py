@@ -25,7 +25,14 @@ from langgraph_sdk.client import LangGraphClient
 
 from bench.procs import cpu_seconds, rss_bytes
 from bench.stats import summary_ms
-from bench.workload import run_batch, scaling_ratios, stream_via_sdk, user_input, user_text
+from bench.workload import (
+    run_batch,
+    scaling_ratios,
+    sdk_runs,
+    stream_via_sdk,
+    user_input,
+    user_text,
+)
 
 
 def sdk_client(url: str) -> LangGraphClient:
@@ -73,7 +80,7 @@ async def scaling(args: argparse.Namespace) -> dict[str, Any]:
         threads = await new_threads(client, n)
         if args.lag:
             await lag(args.url, reset=True)
-        batch = await run_batch(n, lambda i, t=threads: stream_via_sdk(client, text, t[i]))
+        batch = await run_batch(n, sdk_runs(client, text, threads))
         if args.lag:
             batch.extra["lag"] = await lag(args.url)
         cells.append(batch.as_dict())
@@ -92,9 +99,7 @@ async def ok_latency(args: argparse.Namespace) -> dict[str, Any]:
     samples: list[float] = []
     if args.lag:
         await lag(args.url, reset=True)
-    runs = asyncio.ensure_future(
-        run_batch(args.inflight, lambda i: stream_via_sdk(client, text, threads[i]))
-    )
+    runs = asyncio.ensure_future(run_batch(args.inflight, sdk_runs(client, text, threads)))
     async with httpx.AsyncClient(base_url=args.url, trust_env=False, timeout=30) as http:
         await asyncio.sleep(0.2)  # let the runs get going
         while not runs.done():
@@ -121,9 +126,8 @@ async def cpu(args: argparse.Namespace) -> dict[str, Any]:
     errors = 0
     for r in range(rounds):
         offset = r * args.concurrency
-        batch = await run_batch(
-            args.concurrency, lambda i, o=offset: stream_via_sdk(client, text, threads[o + i])
-        )
+        chunk = threads[offset : offset + args.concurrency]
+        batch = await run_batch(args.concurrency, sdk_runs(client, text, chunk))
         errors += batch.errors
     wall = time.perf_counter() - started
     cpu_s = sum(cpu_seconds(pid) for pid in args.pids) - before
@@ -180,9 +184,7 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
     threads = await new_threads(client, args.n)
     idle = sum(rss_bytes(pid) for pid in args.pids)
     text = user_text(args.page_url, args.hold)
-    runs = asyncio.ensure_future(
-        run_batch(args.n, lambda i: stream_via_sdk(client, text, threads[i]))
-    )
+    runs = asyncio.ensure_future(run_batch(args.n, sdk_runs(client, text, threads)))
     await wait_model_in_flight(args.model_url, args.n, within=args.hold * 3)
     peak = 0
     for _ in range(10):

@@ -50,7 +50,7 @@ def create_app_with_probe(*args: Any, **kwargs: Any) -> Any:
 
 # ``agent.__main__`` looks ``create_app`` up in ``agent.server`` when it serves
 # (and, in older versions, imported it at module level): replace both.
-server.create_app = create_app_with_probe  # type: ignore[assignment]
+server.create_app = create_app_with_probe
 if hasattr(cli, "create_app"):
     cli.create_app = create_app_with_probe
 

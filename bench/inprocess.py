@@ -24,7 +24,13 @@ from typing import Any
 import uvloop
 
 from bench.lag import LagProbe
-from bench.workload import run_batch, scaling_ratios, stream_in_process, user_text
+from bench.workload import (
+    in_process_runs,
+    run_batch,
+    scaling_ratios,
+    stream_in_process,
+    user_text,
+)
 
 
 def _load_graph(kind: str, saver: Any) -> Any:
@@ -57,7 +63,9 @@ async def scaling(args: argparse.Namespace) -> dict[str, Any]:
         prefix = uuid.uuid4().hex
         probe.reset()
         cpu_before = time.process_time()
-        batch = await run_batch(n, lambda i, p=prefix: stream_in_process(graph, text, f"{p}-{i}"))
+        batch = await run_batch(
+            n, in_process_runs(graph, text, [f"{prefix}-{i}" for i in range(n)])
+        )
         batch.extra["cpu_s"] = round(time.process_time() - cpu_before, 3)
         batch.extra["lag"] = probe.summary()
         cells.append(batch.as_dict())
@@ -82,7 +90,7 @@ async def _saver(kind: str, db: str, pool_size: int) -> AsyncIterator[Any]:
         if kind == "stock":
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-            saver: Any = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            saver: Any = AsyncPostgresSaver(pool)
         else:
             module = importlib.import_module("agent.pooled_saver")
             saver = module.PooledPostgresSaver(pool)
@@ -176,9 +184,8 @@ async def cpu(args: argparse.Namespace) -> dict[str, Any]:
     cpu_before, wall_before = time.process_time(), time.perf_counter()
     errors = 0
     for r in range(rounds):
-        batch = await run_batch(
-            args.concurrency, lambda i, r=r: stream_in_process(graph, text, f"{prefix}-{r}-{i}")
-        )
+        thread_ids = [f"{prefix}-{r}-{i}" for i in range(args.concurrency)]
+        batch = await run_batch(args.concurrency, in_process_runs(graph, text, thread_ids))
         errors += batch.errors
     runs = rounds * args.concurrency
     cpu_s = time.process_time() - cpu_before

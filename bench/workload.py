@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,27 @@ def busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
     return round(100 * (after[0] - before[0]) / total, 1) if total else 0.0
 
 
+RunFn = Callable[[int], Awaitable[None]]
+
+
+def in_process_runs(graph: Any, text: str, thread_ids: Sequence[str]) -> RunFn:
+    """Run ``i`` of a batch: ``graph`` in this process on ``thread_ids[i]``."""
+
+    def run(i: int) -> Awaitable[None]:
+        return stream_in_process(graph, text, thread_ids[i])
+
+    return run
+
+
+def sdk_runs(client: Any, text: str, thread_ids: Sequence[str]) -> RunFn:
+    """Run ``i`` of a batch: through the SDK on ``thread_ids[i]``."""
+
+    def run(i: int) -> Awaitable[None]:
+        return stream_via_sdk(client, text, thread_ids[i])
+
+    return run
+
+
 async def run_batch(n: int, one_run: Callable[[int], Awaitable[None]]) -> Batch:
     """Start ``n`` runs at once; wall time is from the first start to the last end.
 
@@ -147,7 +168,7 @@ async def run_batch(n: int, one_run: Callable[[int], Awaitable[None]]) -> Batch:
     return batch
 
 
-def scaling_ratios(cells: list[Mapping[str, Any]]) -> None:
+def scaling_ratios(cells: Sequence[dict[str, Any]]) -> None:
     """Add wall(N)/wall(1) to each cell, in place."""
     base = next((c["wall_s"] for c in cells if c["n"] == 1 and c["wall_s"]), None)
     for cell in cells:
