@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install dev serve test check lint typecheck format diagram clean
+.PHONY: install dev serve test bench lint typecheck format diagram clean
 
 install: $(VENV)/.installed
 
@@ -34,16 +34,20 @@ serve: install
 test: install lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+## Benchmarks (not tests): writes bench/results/latest.{json,md,png}. ARGS="--quick" for ~5 min.
+bench: install
+	$(BIN)/python -m bench $(ARGS)
+
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: install
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests bench scripts
+	$(BIN)/ruff format src tests bench scripts
 
 ## Regenerate the README's graph diagram from the graph itself.
 diagram: install
