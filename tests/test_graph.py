@@ -17,6 +17,7 @@ from agent import prompts
 from agent.graph import build_graph, graph
 from agent.prompts import PromptUnavailable
 from tests.agent_context import local_context
+from tests.support import pages
 from tests.support.blocking import detecting_blocking_calls
 from tests.support.localmodel import LocalModel
 from tests.support.pages import PROMPT_TEXT, PageServer
@@ -144,15 +145,42 @@ async def test_prompt_from_url(local_model: LocalModel, page_server: PageServer)
 
 
 async def test_prompt_cache_honours_ttl(local_model: LocalModel, page_server: PageServer) -> None:
+    source = f"{page_server.url}/prompt?ttl-test"
+    context = local_context(local_model, prompt_source=source, fetch_allowlist=["127.0.0.1"])
+    before = pages.hits["/prompt"]
+    assert await prompts.system_prompt(context) == PROMPT_TEXT
+    assert await prompts.system_prompt(context) == PROMPT_TEXT
+    assert pages.hits["/prompt"] == before + 1, "the second call must come from the cache"
+    expired = local_context(
+        local_model, prompt_source=source, fetch_allowlist=["127.0.0.1"], prompt_cache_ttl_s=0.01
+    )
+    prompts.clear_cache()
+    await prompts.system_prompt(expired)
+    await asyncio.sleep(0.05)
+    await prompts.system_prompt(expired)
+    assert pages.hits["/prompt"] == before + 3, "an expired entry must be fetched again"
+
+
+async def test_cached_prompt_is_not_served_past_a_narrower_allowlist(
+    local_model: LocalModel, page_server: PageServer
+) -> None:
     source = f"{page_server.url}/prompt"
     allowed = local_context(local_model, prompt_source=source, fetch_allowlist=["127.0.0.1"])
     assert await prompts.system_prompt(allowed) == PROMPT_TEXT
-    # Within the TTL the cached text is used, so even a refused source still answers.
     refused = local_context(local_model, prompt_source=source, fetch_allowlist=[])
-    assert await prompts.system_prompt(refused) == PROMPT_TEXT
-    prompts.clear_cache()
     with pytest.raises(PromptUnavailable, match="not a public address"):
         await prompts.system_prompt(refused)
+
+
+async def test_concurrent_cache_misses_share_one_fetch(
+    local_model: LocalModel, page_server: PageServer
+) -> None:
+    source = f"{page_server.url}/prompt?delay=0.2"
+    context = local_context(local_model, prompt_source=source, fetch_allowlist=["127.0.0.1"])
+    before = pages.hits["/prompt"]
+    texts = await asyncio.gather(*(prompts.system_prompt(context) for _ in range(50)))
+    assert set(texts) == {PROMPT_TEXT}
+    assert pages.hits["/prompt"] == before + 1
 
 
 async def test_prompt_failure_uses_fallback_or_says_why(local_model: LocalModel) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,29 +37,52 @@ class _Cached:
     expires_at: float
 
 
-# Plain data, safe to share across event loops.
-_cache: dict[str, _Cached] = {}
+# Keyed by source and allowlist: a run whose allowlist refuses an address must not
+# be served what another run's wider allowlist fetched. Plain data, shared by loops.
+_Key = tuple[str, tuple[str, ...]]
+_cache: dict[_Key, _Cached] = {}
 
 
 def clear_cache() -> None:
     _cache.clear()
 
 
+# Fetches in progress, per event loop (futures belong to one loop), so that many
+# runs missing the cache at once share one fetch instead of stampeding the source.
+_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, asyncio.Task[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def system_prompt(context: Context) -> str:
     """The system prompt for this run: cached, fetched, or the configured fallback."""
     source = context.prompt_source.strip()
-    cached = _cache.get(source)
-    now = time.monotonic()
-    if cached is not None and cached.expires_at > now:
+    key = (source, tuple(sorted(context.fetch_allowlist)))
+    cached = _cache.get(key)
+    if cached is not None and cached.expires_at > time.monotonic():
         return cached.text
     try:
-        text = await _fetch(source, context)
+        return await asyncio.shield(_shared_fetch(key, context))
     except (PromptUnavailable, FetchRefused, FetchFailed) as error:
         if context.prompt_fallback:
             logger.warning("Using the fallback system prompt: %s", error)
             return context.prompt_fallback
         raise PromptUnavailable(f"Could not load the system prompt: {error}") from error
-    _cache[source] = _Cached(text=text, expires_at=now + context.prompt_cache_ttl_s)
+
+
+def _shared_fetch(key: _Key, context: Context) -> asyncio.Task[str]:
+    fetches = _in_flight.setdefault(asyncio.get_running_loop(), {})
+    task = fetches.get(key)
+    if task is None:
+        task = asyncio.create_task(_fetch_and_cache(key, context))
+        fetches[key] = task
+        task.add_done_callback(lambda _: fetches.pop(key, None))
+    return task
+
+
+async def _fetch_and_cache(key: _Key, context: Context) -> str:
+    text = await _fetch(key[0], context)
+    _cache[key] = _Cached(text=text, expires_at=time.monotonic() + context.prompt_cache_ttl_s)
     return text
 
 

@@ -10,6 +10,7 @@ import contextlib
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,16 +22,20 @@ import pytest
 from tests.support.tls import localhost_cert
 
 PROMPT_TEXT = "You are the prompt served over HTTP."
+# Requests served per path; tests read it to see whether something was re-fetched.
+hits: Counter[str] = Counter()
 BIG_SIZE = 1_000_000
 
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
+        hits[parts.path] += 1
         query = parse_qs(parts.query)
         if parts.path == "/hello":
             self._send(200, b"hello from the page server", "text/plain; charset=utf-8")
         elif parts.path == "/prompt":
+            time.sleep(float(query.get("delay", ["0"])[0]))
             self._send(200, PROMPT_TEXT.encode(), "text/plain; charset=utf-8")
         elif parts.path == "/big":
             self._send(200, b"x" * BIG_SIZE, "text/plain")
