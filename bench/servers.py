@@ -7,9 +7,6 @@ time that took (cold start), and stops the process group afterwards.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,17 +14,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from tests.support.processes import (
+    OFFLINE_ENV,
+    free_port,
+    stop_process_group,
+    wait_until_ok,
+)
 
 from bench.procs import PROJECT_DIR, PYTHON, child_env
 
 LANGGRAPH = Path(PYTHON).parent / "langgraph"
-OFFLINE_ENV = {
-    "LANGGRAPH_NO_VERSION_CHECK": "true",
-    "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-    "LANGSMITH_TRACING": "false",
-    "LANGCHAIN_TRACING_V2": "false",
-}
 
 
 @dataclass
@@ -48,38 +44,6 @@ class Server:
         return pids[-1] if len(pids) > 1 else self.process.pid
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ok(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = log.read_text(errors="replace")[-4000:]
-                raise RuntimeError(f"server exited with {process.returncode}:\n{tail}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{url}/ok").status_code == 200:
-                    return
-            time.sleep(0.05)
-    raise TimeoutError(f"no /ok 200 from {url} within {timeout}s:\n{log.read_text()[-4000:]}")
-
-
-def terminate(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @contextlib.contextmanager
 def _launch(
     command: list[str], env: Mapping[str, str], url: str, startup_timeout: float
@@ -97,10 +61,10 @@ def _launch(
                 start_new_session=True,
             )
         try:
-            wait_ok(url, process, log_path, startup_timeout)
+            wait_until_ok(url, process, log_path, startup_timeout)
             yield Server(url, process, log_path, time.perf_counter() - started)
         finally:
-            terminate(process)
+            stop_process_group(process)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import operator
-import socket
 import time
 from typing import Annotated, TypedDict
 
@@ -29,6 +28,7 @@ from agent.checkpointer import (
 from agent.graph import build_graph
 from tests.agent_context import local_context
 from tests.support.localmodel import LocalModel
+from tests.support.processes import free_port
 
 SAVER_TABLES = {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"}
 
@@ -65,9 +65,7 @@ def _tally_graph() -> StateGraph[Tally]:
 @pytest.fixture
 def closed_port() -> int:
     """A local TCP port with nothing listening (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 # --- settings --------------------------------------------------------------

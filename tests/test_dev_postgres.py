@@ -8,13 +8,8 @@ Each test gets its own empty database, so checkpoint counts are exact.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,12 +27,12 @@ from agent.checkpointer import PostgresSettings, open_pool, open_saver, postgres
 from agent.graph import build_graph, graph
 from agent.graph_factory import make_graph
 from agent.webapp import app as webapp
+from tests.support.devserver import launch_langgraph_dev, run_langgraph_dev
 from tests.support.localmodel import LocalModel
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
-LANGGRAPH = Path(sys.executable).with_name("langgraph")
 SHUTDOWN_GRACE = 15.0
 # langgraph_runtime_inmem cancels runs as soon as its queue stops, then waits
 # this long for them to unwind.
@@ -60,104 +55,35 @@ class DevServer:
         return self.log.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _server_env(database_url: str, model: LocalModel, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        LANGGRAPH_NO_VERSION_CHECK="true",
-        LANGGRAPH_CLI_NO_ANALYTICS="1",
-        LANGSMITH_TRACING="false",
-        # No periodic flush of the in-memory queue; see _project_copy.
-        LANGGRAPH_DISABLE_FILE_PERSISTENCE="true",
-        DATABASE_URL=database_url,
-        OPENAI_BASE_URL=model.base_url,
-        OPENAI_API_KEY="local",
-        AGENT_MODEL="local-model",
-        SHUTDOWN_GRACE=str(SHUTDOWN_GRACE),
-    )
-    env.update(extra)
-    return env
-
-
-def _project_copy(tmp: Path) -> Path:
-    """A working directory that looks like the project but is private to one server.
-
-    ``langgraph dev`` resolves config paths against its working directory and
-    keeps its in-memory queue in ``./.langgraph_api/``, loading and saving it
-    even with LANGGRAPH_DISABLE_FILE_PERSISTENCE=true. Servers sharing the repo
-    root would resurrect each other's runs, so each gets its own directory
-    that links to the real sources.
-    """
-    workdir = tmp / "project"
-    workdir.mkdir()
-    for name in ("src", "langgraph.postgres.json", "pyproject.toml"):
-        (workdir / name).symlink_to(ROOT / name)
-    return workdir
-
-
-def _launch(env: dict[str, str], workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    command = [
-        str(LANGGRAPH),
-        "dev",
-        "--config",
-        "langgraph.postgres.json",
-        "--no-browser",
-        "--no-reload",
-        "--port",
-        str(port),
-        "--n-jobs-per-worker",
-        "4",
-    ]
-    with (workdir / "server.log").open("wb") as out:
-        return subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=SHUTDOWN_GRACE + INMEM_GRACE + 10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return {
+        # No periodic flush of the in-memory queue; each server also gets a
+        # private working directory (see tests.support.devserver.private_workdir).
+        "LANGGRAPH_DISABLE_FILE_PERSISTENCE": "true",
+        "DATABASE_URL": database_url,
+        "OPENAI_BASE_URL": model.base_url,
+        "OPENAI_API_KEY": "local",
+        "AGENT_MODEL": "local-model",
+        "SHUTDOWN_GRACE": str(SHUTDOWN_GRACE),
+        **extra,
+    }
 
 
 @pytest.fixture
 def dev_server(fresh_database_url: str, local_model: LocalModel) -> Iterator[DevServer]:
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="lgdev-") as tmp:
-        workdir = _project_copy(Path(tmp))
-        log = workdir / "server.log"
-        started = time.monotonic()
-        process = _launch(_server_env(fresh_database_url, local_model), workdir, port)
-        server = DevServer(
-            url=f"http://127.0.0.1:{port}",
-            process=process,
-            log=log,
+    with run_langgraph_dev(
+        _server_env(fresh_database_url, local_model),
+        config="langgraph.postgres.json",
+        jobs_per_worker=4,
+        stop_timeout_s=SHUTDOWN_GRACE + INMEM_GRACE + 10,
+    ) as server:
+        yield DevServer(
+            url=server.url,
+            process=server.process,
+            log=server.log_path,
             database_url=fresh_database_url,
-            started_in=0.0,
+            started_in=server.started_in_s or 0.0,
         )
-        try:
-            deadline = started + 90
-            with httpx.Client(timeout=2, trust_env=False) as client:
-                while True:
-                    if process.poll() is not None:
-                        pytest.fail(f"langgraph dev exited early:\n{server.read_log()}")
-                    with contextlib.suppress(httpx.HTTPError):
-                        if client.get(f"{server.url}/ok").status_code == 200:
-                            break
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"langgraph dev not up after 90s:\n{server.read_log()}")
-                    time.sleep(0.1)
-            server.started_in = time.monotonic() - started
-            yield server
-        finally:
-            _stop(process)
 
 
 async def _checkpoint_rows(database_url: str, thread_id: str) -> int:
@@ -265,26 +191,17 @@ async def test_sigterm_drains_slow_run_before_pool_closes(dev_server: DevServer)
     print(f"slow run drained; SIGTERM to exit {took:.2f}s")
 
 
-def test_unreachable_database_fails_startup_with_one_line(
-    local_model: LocalModel, tmp_path: Path
-) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = int(sock.getsockname()[1])
+def test_unreachable_database_fails_startup_with_one_line(local_model: LocalModel) -> None:
+    closed = free_port()  # nothing listens there
     env = _server_env(
         f"postgresql://agent:hunter2-secret@127.0.0.1:{closed}/agent",
         local_model,
         PG_POOL_OPEN_TIMEOUT="1",
     )
-    workdir = _project_copy(tmp_path)
-    log = workdir / "server.log"
     started = time.monotonic()
-    process = _launch(env, workdir, _free_port())
-    try:
-        code = process.wait(timeout=60)
-    finally:
-        _stop(process)
-    output = log.read_text(errors="replace")
+    with launch_langgraph_dev(env, config="langgraph.postgres.json", jobs_per_worker=4) as server:
+        code = server.process.wait(timeout=60)
+        output = server.log()
     assert code != 0, output[-4000:]
     assert time.monotonic() - started < 60
     lines = [line for line in output.splitlines() if "DatabaseUnavailable:" in line]

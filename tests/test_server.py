@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from agent.runs import ShutdownPolicy
 from agent.server import Services, create_app, open_services
 from tests.scenario import run_scenario
 from tests.support.localmodel import LocalModel
+from tests.support.processes import free_port
 from tests.support.server import AgentServer, start_server
 
 pytestmark = pytest.mark.e2e
@@ -392,9 +392,7 @@ async def test_kill_9_keeps_the_last_checkpoint_and_the_thread_continues(
 
 
 def test_unreachable_database_exits_with_one_clear_line() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here once closed
+    port = free_port()  # nothing listens here once closed
     env = {
         **os.environ,
         "DATABASE_URL": f"postgresql://agent:hunter2@127.0.0.1:{port}/agent",

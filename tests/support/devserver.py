@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from tests.support.processes import OFFLINE_ENV, free_port, stop_process_group, wait_until_ok
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-LANGGRAPH = Path(os.sys.executable).parent / "langgraph"  # type: ignore[attr-defined]
-
-# The dev server must never phone home in tests or CI.
-OFFLINE_ENV = {
-    "LANGGRAPH_NO_VERSION_CHECK": "true",
-    "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-    "LANGSMITH_TRACING": "false",
-    "LANGCHAIN_TRACING_V2": "false",
-}
+LANGGRAPH = Path(sys.executable).parent / "langgraph"
 
 
 @dataclass
@@ -32,15 +23,11 @@ class DevServer:
     url: str
     log_path: Path
     process: subprocess.Popen[bytes]
+    started_in_s: float | None = None
+    """Seconds from launch until ``/ok`` answered (set by ``run_langgraph_dev``)."""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def private_workdir(config_dir: Path, parent: Path) -> Path:
@@ -58,31 +45,18 @@ def private_workdir(config_dir: Path, parent: Path) -> Path:
     return workdir
 
 
-def _wait_ready(server: DevServer, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=2, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"langgraph dev exited early:\n{server.log()[-5000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{server.url}/ok").status_code == 200:
-                    return
-            time.sleep(0.2)
-    raise TimeoutError(f"langgraph dev not ready after {timeout_s}s:\n{server.log()[-5000:]}")
-
-
 @contextlib.contextmanager
-def run_langgraph_dev(
+def launch_langgraph_dev(
     env: Mapping[str, str],
     *,
     config: str = "langgraph.json",
     jobs_per_worker: int = 25,
-    startup_timeout_s: float = 90,
+    stop_timeout_s: float = 20,
 ) -> Iterator[DevServer]:
-    """Run ``langgraph dev`` on a free port with the given extra environment."""
+    """Start ``langgraph dev`` on a free port with the given extra environment, in a
+    private working directory; stop its process group on exit. Does not wait."""
     port = free_port()
     config_path = PROJECT_DIR / config
-    full_env = {**os.environ, **OFFLINE_ENV, **env}
     command = [
         str(LANGGRAPH),
         "dev",
@@ -100,26 +74,31 @@ def run_langgraph_dev(
             process = subprocess.Popen(
                 command,
                 cwd=workdir,  # graph paths resolve from here
-                env=full_env,
+                env={**os.environ, **OFFLINE_ENV, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        server = DevServer(url=f"http://127.0.0.1:{port}", log_path=log_path, process=process)
         try:
-            _wait_ready(server, startup_timeout_s)
-            yield server
+            yield DevServer(f"http://127.0.0.1:{port}", log_path, process)
         finally:
-            stop(server)
+            stop_process_group(process, stop_timeout_s)
 
 
-def stop(server: DevServer, timeout_s: float = 20) -> None:
-    if server.process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait()
+@contextlib.contextmanager
+def run_langgraph_dev(
+    env: Mapping[str, str],
+    *,
+    config: str = "langgraph.json",
+    jobs_per_worker: int = 25,
+    startup_timeout_s: float = 90,
+    stop_timeout_s: float = 20,
+) -> Iterator[DevServer]:
+    """``launch_langgraph_dev``, yielding once ``GET /ok`` answers."""
+    started = time.monotonic()
+    with launch_langgraph_dev(
+        env, config=config, jobs_per_worker=jobs_per_worker, stop_timeout_s=stop_timeout_s
+    ) as server:
+        wait_until_ok(server.url, server.process, server.log_path, startup_timeout_s)
+        server.started_in_s = time.monotonic() - started
+        yield server

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.support.processes import free_port
 
 __all__ = ["LocalModel", "local_model", "run_local_model", "slow_local_model"]
 
@@ -90,12 +91,6 @@ class LocalModel:
             return result
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_healthy(proc: subprocess.Popen[bytes], lm: LocalModel, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1, trust_env=False) as client:
@@ -139,7 +134,7 @@ def run_local_model(
         # A free port can be taken between probing and binding; retry a fresh one then.
         attempts = 1 if port else 3
         for attempt in range(attempts):
-            lm = LocalModel(port=port or _free_port(host), host=host, log_path=log)
+            lm = LocalModel(port=port or free_port(host), host=host, log_path=log)
             command = [sys.executable, "-m", "localmodel", f"--host={host}", f"--port={lm.port}"]
             command += [f"--latency={latency}", f"--token-rate={token_rate}"]
             # A file, not a pipe: a full pipe would stall the server.

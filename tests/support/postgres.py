@@ -22,7 +22,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from psycopg import sql
+
+from tests.support.processes import free_port
 
 __all__ = [
     "database_url",
@@ -57,12 +58,6 @@ _SERVER_SETTINGS = {
     "log_min_messages": "warning",
     "logging_collector": "off",
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -184,7 +179,7 @@ def throwaway_postgres(*, start_timeout: float = 60.0) -> Iterator[str]:
         # A port that was free a moment ago can be taken before the server
         # binds it; retry with a new one a few times.
         for _attempt in range(3):
-            port = _free_port()
+            port = free_port()
             settings["port"] = str(port)
             conf = "\n".join(f"{key} = {value}" for key, value in settings.items())
             # postgresql.auto.conf is read last, so these win over defaults.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from tests.support.processes import free_port, wait_until_ok
 
 __all__ = ["AgentServer", "running_server", "start_server"]
 
 _ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -80,7 +73,7 @@ def start_server(
     log_dir: Path | None = None,
     startup_timeout: float = 30.0,
 ) -> AgentServer:
-    port = port or _free_port()
+    port = port or free_port()
     full_env = dict(os.environ)
     full_env.update(
         {
@@ -103,18 +96,12 @@ def start_server(
             cwd=_ROOT,
         )
     server = AgentServer(proc, port, log_path, full_env)
-    deadline = time.monotonic() + startup_timeout
-    with httpx.Client(timeout=1, trust_env=False) as client:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{server.url}/ok").status_code == 200:
-                    return server
-            if time.monotonic() > deadline:
-                server.kill()
-                raise TimeoutError(f"server not up after {startup_timeout}s:\n{server.log()}")
-            time.sleep(0.05)
+    try:
+        wait_until_ok(server.url, proc, log_path, startup_timeout)
+    except TimeoutError:
+        server.kill()
+        raise
+    return server
 
 
 @contextlib.contextmanager
