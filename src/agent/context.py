@@ -17,8 +17,11 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
+_DEFAULT_FETCH_ALLOWLIST = _env_list("AGENT_FETCH_ALLOWLIST")
 
 
 def _describe(text: str, default: Any) -> Any:
@@ -75,7 +78,7 @@ class Context:
         int(_env("AGENT_MAX_TOOL_ROUNDS", "5")),
     )
     fetch_allowlist: list[str] = field(
-        default_factory=lambda: _env_list("AGENT_FETCH_ALLOWLIST"),
+        default_factory=lambda: list(_DEFAULT_FETCH_ALLOWLIST),
         metadata={
             "description": "Hosts or CIDR ranges the fetch tool may reach even though they "
             "are private/loopback (e.g. 'intranet.local', '10.0.0.0/8'). "
@@ -104,10 +107,6 @@ class Context:
                 problems.append(f"{name} must be at least 1")
         if problems:
             raise ValueError("Invalid agent context: " + "; ".join(problems))
-
-    @property
-    def uses_local_model(self) -> bool:
-        return self.model == LOCAL_MODEL_NAME
 
 
 def context_of(value: Context | None) -> Context:

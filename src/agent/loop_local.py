@@ -39,7 +39,3 @@ class LoopLocal(Generic[T]):
             pending = asyncio.ensure_future(asyncio.to_thread(self._build, *args))
             per_loop[args] = pending
         return await asyncio.shield(pending)
-
-    def loaded(self) -> int:
-        """How many values the current loop holds (for tests and diagnostics)."""
-        return len(self._values.get(asyncio.get_running_loop(), {}))
